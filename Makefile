@@ -1,0 +1,41 @@
+# worldsim: every target bootstraps .venv when it is missing, so each is one command on a fresh machine.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+EXTRAS  ?= dev,atari
+TORCH_CPU_VERSION ?= 2.13.0
+
+.PHONY: setup quickstart test test-slow bench lint clean
+
+$(BIN)/worldsim: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip wheel setuptools
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "GPU found: installing the default torch build"; \
+	else \
+		echo "No GPU: installing the CPU torch wheel $(TORCH_CPU_VERSION) first"; \
+		$(BIN)/python -m pip install "torch==$(TORCH_CPU_VERSION)" || \
+		$(BIN)/python -m pip install "torch==$(TORCH_CPU_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(BIN)/python -m pip install -e ".[$(EXTRAS)]"
+	@touch $(BIN)/worldsim
+
+setup: $(BIN)/worldsim
+
+quickstart: setup
+	$(BIN)/worldsim quickstart
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
