@@ -1,0 +1,90 @@
+"""The ``worldsim`` command: ``worldsim <command> [key=value ...]``.
+
+Every command composes ``configs/<command>.yaml`` with the hydra-style overrides given on the
+command line (``worldsim collect env=ALE/Breakout-v5 episodes=100 out=data/breakout``) and calls
+a function ``run(cfg)``. Commands are found in two places:
+
+- built in, below (``train``, ``quickstart``, ``info``), all inside the ``worldsim`` package;
+- the ``worldsim.commands`` entry-point group, through which the ``envs`` and ``agents``
+  packages add theirs (``collect``, ...). This keeps the dependency rule: ``worldsim`` never
+  imports ``envs`` or ``agents``; they plug into it.
+
+Flags: ``--cfg`` prints the composed config and exits; ``--help`` lists the commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from omegaconf import DictConfig
+
+from worldsim.config import ConfigError, compose, to_yaml
+
+BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("worldsim.training.train:run", "train one stage: stage=autoencoder|lam|dynamics"),
+    "quickstart": ("worldsim.quickstart:run", "the whole pipeline on the default game"),
+    "info": ("worldsim.data.summary:run", "print the summary of an episode store: store=DIR"),
+}
+PLUGIN_GROUP = "worldsim.commands"
+
+
+def _plugin_commands() -> dict[str, tuple[str, str]]:
+    found = {}
+    for ep in entry_points(group=PLUGIN_GROUP):
+        found[ep.name] = (ep.value, f"(from {ep.value.split(':')[0]})")
+    return found
+
+
+def commands() -> dict[str, tuple[str, str]]:
+    """Every command name -> (``module:function``, one-line help)."""
+    return {**_plugin_commands(), **BUILTIN_COMMANDS}
+
+
+def resolve(name: str) -> Callable[[DictConfig], object]:
+    table = commands()
+    if name not in table:
+        raise ConfigError(f"unknown command {name!r}; commands: {', '.join(sorted(table))}")
+    module, _, attr = table[name][0].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def run_command(name: str, overrides: list[str] | None = None):
+    """Compose the config of command ``name`` and run it; returns what the command returns."""
+    return resolve(name)(compose(name, overrides))
+
+
+def _usage() -> str:
+    lines = ["usage: worldsim <command> [key=value ...] [--cfg]", "", "commands:"]
+    for name, (_, text) in sorted(commands().items()):
+        lines.append(f"  {name:<12} {text}")
+    lines += ["", "Overrides are hydra's: key=value, group=option, +new_key=value."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    show_cfg = "--cfg" in rest
+    rest = [a for a in rest if a != "--cfg"]
+    try:
+        if show_cfg:
+            print(to_yaml(compose(name, rest)))
+            return 0
+        run_command(name, rest)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""``worldsim quickstart``: the whole pipeline, one resumable step after another.
+
+Steps, each skipped when its output already exists (so an interrupted quickstart resumes):
+
+1. ``collect``: record ``episodes`` of the game (or import ``videos=DIR``) into ``<out>/data``,
+   print the store's summary and write ``<out>/sample.mp4``;
+2. ``autoencoder``: train the frame autoencoder (``<out>/autoencoder``) and encode the latent
+   cache (``<out>/autoencoder/latents``);
+
+Figures go to ``<out>/metrics.json``, rewritten atomically after each step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from worldsim.cli import run_command
+from worldsim.data.atomic import atomic_write_json
+
+console = Console()
+
+
+def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, store: Path) -> DictConfig:
+    """A ``train`` config for one stage, built from the quickstart's own groups and budgets."""
+    budget = OmegaConf.to_container(cfg.stages[stage]) if stage in cfg.stages else {}
+    data = OmegaConf.to_container(cfg.data)
+    data["store"] = str(store)
+    if "batch_size" in budget:
+        data["batch_size"] = budget.pop("batch_size")
+    trainer = OmegaConf.to_container(cfg.trainer)
+    unknown = set(budget) - set(trainer)
+    if unknown:
+        raise ValueError(f"quickstart stages.{stage}: unknown trainer keys {sorted(unknown)}; "
+                         f"allowed: batch_size, {', '.join(trainer)}")
+    trainer.update(budget)
+    trainer["progress"] = bool(cfg.progress)
+    train_cfg = OmegaConf.create({
+        "stage": stage, "run_dir": str(run_dir), "resume": (run_dir / "checkpoints" / "last.ckpt").exists(),
+        "seed": int(cfg.seed), "encode_cache": True, "env": OmegaConf.to_container(cfg.env),
+        "data": data, "autoencoder": OmegaConf.to_container(cfg.autoencoder), "trainer": trainer,
+    })
+    OmegaConf.set_struct(train_cfg, True)
+    return train_cfg
+
+
+def _collect(cfg: DictConfig, store: Path) -> dict:
+    overrides = [f"out={store}", f"episodes={cfg.episodes}", f"policy={cfg.policy}",
+                 f"sticky_prob={cfg.sticky_prob}", f"num_envs={cfg.num_envs}", f"seed={cfg.seed}",
+                 f"progress={str(bool(cfg.progress)).lower()}", f"max_episode_len={cfg.max_episode_len}",
+                 f"skip_bad={str(bool(cfg.skip_bad)).lower()}", f"env.size={cfg.env.size}",
+                 f"env.frame_skip={cfg.env.frame_skip}"]
+    if cfg.env.id is not None:
+        overrides.append(f"env.id={cfg.env.id}")
+    if cfg.max_steps is not None:
+        overrides.append(f"max_steps={cfg.max_steps}")
+    if cfg.videos is not None:
+        overrides.append(f"videos={cfg.videos}")
+    if cfg.fps is not None:
+        overrides.append(f"fps={cfg.fps}")
+    return run_command("collect", overrides)
+
+
+def run(cfg: DictConfig) -> dict:
+    from worldsim.data import EpisodeStore
+    from worldsim.video import save_video
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.json"
+    metrics: dict = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics.setdefault("train_seconds", {})
+    started = time.perf_counter()
+
+    # 1. collect ---------------------------------------------------------------------------------
+    store_dir = out / "data"
+    console.rule("[bold]1. collect")
+    t0 = time.perf_counter()
+    _collect(cfg, store_dir)  # resumes: records only the episodes still missing
+    store = EpisodeStore(store_dir, create=False)
+    store.print_summary(console)
+    metrics["collect_seconds"] = metrics.get("collect_seconds", 0.0) + (time.perf_counter() - t0)
+    sample = out / "sample.mp4"
+    if not sample.exists():
+        save_video(store.read_frames(0, 0, min(store.episode_length(0), int(cfg.sample_video_frames))),
+                   sample, fps=15, scale=4)
+        console.print(f"sample video: {sample}")
+    atomic_write_json(metrics_path, metrics)
+
+    # 2. autoencoder ------------------------------------------------------------------------------
+    ae_dir = out / "autoencoder"
+    console.rule("[bold]2. autoencoder")
+    if not (ae_dir / "summary.json").exists():
+        from worldsim.training.train import run as train
+
+        summary = train(_stage_config(cfg, "autoencoder", ae_dir, store_dir))
+    else:
+        summary = json.loads((ae_dir / "summary.json").read_text())
+        console.print(f"done already: {ae_dir}")
+    metrics["recon_psnr"] = summary.get("recon_psnr")
+    metrics["recon_ssim"] = summary.get("recon_ssim")
+    metrics["train_seconds"]["autoencoder"] = summary.get("train_seconds")
+    atomic_write_json(metrics_path, metrics)
+
+    metrics["total_seconds"] = metrics.get("total_seconds", 0.0) + (time.perf_counter() - started)
+    atomic_write_json(metrics_path, metrics)
+    console.rule("[bold green]quickstart done")
+    console.print_json(json.dumps(metrics))
+    return metrics

@@ -1,0 +1,99 @@
+"""What every stage's LightningModule shares: the optimizer, NaN guard and exact resume.
+
+A stage module receives a plain ``nn.Module`` (the network) and an :class:`OptimConfig`, and
+implements ``compute_loss(batch) -> dict`` (with a ``"loss"`` entry) and, optionally,
+``validation_metrics(batch) -> dict``. Everything here stays at the edge: no model file imports
+Lightning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import nn
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being finite; the last good checkpoint is kept."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    betas: tuple[float, float] = (0.9, 0.99)
+
+
+class StageModule(L.LightningModule):
+    """Base of the per-stage modules. ``self.net`` is the network being trained."""
+
+    def __init__(self, net: nn.Module, optim: OptimConfig) -> None:
+        super().__init__()
+        self.net = net
+        self.optim = optim
+
+    # --- to implement -------------------------------------------------------------------------
+    def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def validation_metrics(self, batch: dict) -> dict[str, float | torch.Tensor]:
+        return {}
+
+    # --- Lightning hooks ----------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.compute_loss(batch)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            # Raised before backward and the optimizer step, so the weights are still the last
+            # good ones; ExitCheckpoint does not overwrite checkpoints on divergence.
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.global_step} (parts: "
+                + ", ".join(f"{k}={float(v):.4g}" for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1)
+                + "); the last good checkpoint is kept"
+            )
+        logs = {f"train/{k}": v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=self._batch_size(batch))
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        metrics = self.validation_metrics(batch)
+        if metrics:
+            self.log_dict({f"val/{k}": v for k, v in metrics.items()}, on_epoch=True, sync_dist=True,
+                          batch_size=self._batch_size(batch), prog_bar=False)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.net.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim.lr, betas=self.optim.betas,
+        )
+        warmup = max(1, self.optim.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The global torch RNG drives the model's own noise (VAE sampling, flow noise levels);
+        # restoring it makes a resumed CPU run end with the same weights as an uninterrupted one.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("torch_rng_state")
+        if state is not None:
+            torch.set_rng_state(state)
+
+    @staticmethod
+    def _batch_size(batch: dict) -> int:
+        for v in batch.values():
+            if torch.is_tensor(v):
+                return int(v.shape[0])
+        return 1
+

@@ -1,0 +1,165 @@
+"""``worldsim train stage=...``: the one training entry every stage uses.
+
+It builds the stage (network, datasets, what to export at the end) from the config, wraps it in
+Lightning's Trainer with our callbacks, and resumes from ``<run_dir>/checkpoints/last.ckpt``
+when ``resume=true``. Layout of a run directory::
+
+    <run_dir>/checkpoints/   Lightning checkpoints (every trainer.ckpt_every steps, and last.ckpt)
+    <run_dir>/logs/          CSV and TensorBoard logs
+    <run_dir>/samples/       pictures saved during training
+    <run_dir>/model/         the trained network as safetensors + JSON config (what later stages load)
+    <run_dir>/config.yaml    the composed config of the run
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from worldsim.config import ConfigError
+from worldsim.training.base import OptimConfig, StageModule
+from worldsim.training.callbacks import LAST, ExitCheckpoint, SampleImages, StepTimer
+from worldsim.training.sampling import EpochSampler, FixedSubset, loader_generator
+
+
+@dataclass
+class Stage:
+    """What a stage builder hands to the trainer."""
+
+    module: StageModule
+    train_set: Dataset
+    val_set: Dataset | None
+    finish: Callable[[L.Trainer, StageModule], dict] = lambda trainer, module: {}
+    extra_callbacks: list[L.Callback] = field(default_factory=list)
+
+
+def optim_config(trainer_cfg: DictConfig) -> OptimConfig:
+    return OptimConfig(lr=float(trainer_cfg.lr), weight_decay=float(trainer_cfg.weight_decay),
+                       warmup_steps=int(trainer_cfg.warmup_steps))
+
+
+def _stage_builders() -> dict[str, Callable[[DictConfig, Path], Stage]]:
+    from worldsim.training import stages
+
+    return stages.BUILDERS
+
+
+class StageData(L.LightningDataModule):
+    """Builds the loaders once the trainer knows this process's rank and the world size."""
+
+    def __init__(self, cfg: DictConfig, stage: Stage) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stage = stage
+
+    def train_dataloader(self) -> DataLoader:
+        batch, workers = int(self.cfg.data.batch_size), int(self.cfg.data.num_workers)
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        sampler = EpochSampler(int(self.cfg.trainer.ckpt_every) * batch, rank=rank, world_size=world)
+        return DataLoader(self.stage.train_set, batch_size=batch, sampler=sampler, num_workers=workers,
+                          generator=loader_generator(int(self.cfg.seed)), persistent_workers=workers > 0,
+                          drop_last=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.stage.val_set is None or len(self.stage.val_set) == 0:
+            return []
+        return DataLoader(self.stage.val_set, batch_size=int(self.cfg.data.batch_size), shuffle=False)
+
+
+def resume_path(run_dir: Path, resume: bool) -> str | None:
+    ckpt = run_dir / "checkpoints" / LAST
+    if not resume:
+        return None
+    if not ckpt.is_file():
+        raise ConfigError(f"resume=true but there is no checkpoint at {ckpt}; run without resume=true to start")
+    try:
+        torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # truncated zip, wrong format, ...
+        raise ConfigError(f"cannot read checkpoint {ckpt}: {err}. It is truncated or corrupt; remove it to "
+                          "resume from an earlier one in the same folder, or start again") from err
+    return str(ckpt)
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    tr = cfg.trainer
+    ckpt_dir = run_dir / "checkpoints"
+    every = int(tr.ckpt_every)
+    # One Lightning "epoch" is one checkpoint interval: checkpoints land on epoch ends, where a
+    # resume is exact (see sampling.EpochSampler).
+    val_epochs = max(1, math.ceil(int(tr.val_every) / every))
+    bar = RichProgressBar() if _rich_ok() else TQDMProgressBar()
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                        every_n_train_steps=every, save_top_k=1, save_last=True),
+        ExitCheckpoint(ckpt_dir),
+        StepTimer(),
+        *callbacks,
+    ]
+    if tr.progress:
+        callbacks.append(bar)
+    max_time = None if tr.max_minutes is None else {"minutes": float(tr.max_minutes)}
+    return L.Trainer(
+        default_root_dir=str(run_dir),
+        accelerator=tr.accelerator,
+        devices=tr.devices,
+        num_nodes=tr.num_nodes,
+        strategy=tr.strategy,
+        precision=tr.precision,
+        max_steps=int(tr.max_steps),
+        max_epochs=-1,
+        max_time=max_time,
+        limit_train_batches=every,
+        check_val_every_n_epoch=val_epochs,
+        num_sanity_val_steps=0,
+        log_every_n_steps=int(tr.log_every),
+        gradient_clip_val=float(tr.grad_clip) if tr.grad_clip else None,
+        logger=[CSVLogger(str(run_dir), name="logs", version=""),
+                TensorBoardLogger(str(run_dir), name="logs", version="")],
+        callbacks=callbacks,
+        enable_progress_bar=bool(tr.progress),
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        deterministic=bool(tr.deterministic),
+    )
+
+
+def _rich_ok() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train ``cfg.stage``; returns the stage's summary (metrics, paths, seconds)."""
+    builders = _stage_builders()
+    if cfg.stage not in builders:
+        raise ConfigError(f"stage={cfg.stage!r}: allowed stages are {', '.join(builders)}")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = resume_path(run_dir, bool(cfg.resume))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+
+    stage = builders[cfg.stage](cfg, run_dir)
+    module = stage.module
+    callbacks = list(stage.extra_callbacks)
+    if stage.val_set is not None and len(stage.val_set) > 0:
+        sample_batch = next(iter(DataLoader(FixedSubset(stage.val_set, min(8, len(stage.val_set))), batch_size=8)))
+        callbacks.append(SampleImages(run_dir / "samples", sample_batch, int(cfg.trainer.sample_every)))
+    trainer = make_trainer(cfg, run_dir, callbacks)
+    trainer.fit(module, datamodule=StageData(cfg, stage), ckpt_path=ckpt)
+    summary = stage.finish(trainer, module) if trainer.global_rank == 0 else {}
+    summary["steps"] = int(trainer.global_step)
+    return summary
