@@ -1,47 +1,52 @@
 """Resumable, rank-aware sampling for map-style datasets whose item ``i`` is a pure function of ``i``.
 
-Our clip datasets draw window ``i`` from ``(seed, i)`` alone, for any non-negative ``i``. An
-"epoch" of the trainer is ``steps_per_epoch`` optimizer steps (the checkpoint interval), and
-epoch ``e`` reads the indices ``[e * S * B, (e + 1) * S * B)`` split across ranks. Because the
-indices depend only on the epoch number, a run resumed from an end-of-epoch checkpoint reads
-exactly the batches an uninterrupted run would have read, and every epoch sees fresh windows.
+Our clip datasets draw window ``i`` from ``(seed, i)`` alone, for any non-negative ``i``. The
+sampler reads the trainer's global step when an epoch's iterator is created and yields the
+indices of the batches from that step on: step ``s`` reads
+``[s * B * world, (s + 1) * B * world)`` split across ranks. The data therefore depends only on
+the step, so a resumed run reads exactly the batches an uninterrupted run would have read
+(also after a mid-epoch checkpoint), and every step sees fresh windows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
 
-class EpochSampler(Sampler[int]):
-    """Indices ``epoch * span + rank + k * world_size`` for ``k < num_samples``.
+class StepSampler(Sampler[int]):
+    """Indices for ``steps_per_epoch`` batches of ``batch_size``, starting at the current step.
 
-    ``span`` is the number of samples one epoch consumes over all ranks (steps x batch x world).
-    Lightning calls ``set_epoch`` before each epoch, also after a resume.
+    ``current_step()`` is read each time an iterator is created (Lightning creates one per
+    epoch, and one after restoring a checkpoint); an iterator started mid-epoch yields only the
+    rest of the epoch.
     """
 
-    def __init__(self, samples_per_rank: int, *, rank: int = 0, world_size: int = 1) -> None:
-        if samples_per_rank <= 0:
-            raise ValueError(f"EpochSampler: samples_per_rank must be positive, got {samples_per_rank}")
+    def __init__(self, steps_per_epoch: int, batch_size: int, current_step: Callable[[], int], *,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if steps_per_epoch <= 0 or batch_size <= 0:
+            raise ValueError(f"StepSampler: steps_per_epoch ({steps_per_epoch}) and batch_size ({batch_size}) "
+                             "must be positive")
         if not 0 <= rank < world_size:
-            raise ValueError(f"EpochSampler: rank {rank} outside world of size {world_size}")
-        self.samples_per_rank = samples_per_rank
+            raise ValueError(f"StepSampler: rank {rank} outside world of size {world_size}")
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = batch_size
+        self.current_step = current_step
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.samples_per_rank
+        return self.steps_per_epoch * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
-        span = self.samples_per_rank * self.world_size
-        base = self.epoch * span + self.rank
-        return iter(range(base, base + span, self.world_size))
+        step = int(self.current_step())
+        left = self.steps_per_epoch - step % self.steps_per_epoch
+        per_step = self.batch_size * self.world_size
+        for s in range(step, step + left):
+            base = s * per_step + self.rank * self.batch_size
+            yield from range(base, base + self.batch_size)
 
 
 class FixedSubset(Dataset):

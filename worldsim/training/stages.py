@@ -7,6 +7,7 @@ Held-out episodes (the last ``data.val_episodes`` of the store) never reach trai
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def build_autoencoder(cfg: DictConfig, run_dir: Path) -> Stage:
     clip = ae_cfg.temporal_compression if ae_cfg.temporal_compression > 1 else 1
     common = dict(resize=size, frame_skip=int(cfg.data.frame_skip), with_actions=False)
     train_set = ClipDataset(store, clip, seed=int(cfg.data.seed), length=TRAIN_LENGTH, episodes=train_ids, **common)
-    val_set = ClipDataset(store, clip, seed=int(cfg.data.seed) + 1, length=256, episodes=val_ids, **common) if val_ids else None
+    val_set = ClipDataset(store, clip, seed=int(cfg.data.seed) + 1, length=int(cfg.data.val_clips), episodes=val_ids, **common) if val_ids else None
     module = AutoencoderModule(Autoencoder(ae_cfg), optim_config(cfg.trainer))
     started = time.perf_counter()
 
@@ -63,7 +64,11 @@ def build_autoencoder(cfg: DictConfig, run_dir: Path) -> Stage:
         if val_set is not None:
             summary.update(evaluate_reconstruction(module, val_set))
         if cfg.encode_cache:
-            latents = encode_store(net, store, run_dir / "latents", device=str(module.device),
+            cache = run_dir / "latents"
+            manifest = cache / "manifest.json"
+            if manifest.exists() and json.loads(manifest.read_text()).get("fingerprint") != net.fingerprint():
+                shutil.rmtree(cache)  # encoded by this run's earlier weights (before a resume)
+            latents = encode_store(net, store, cache, device=str(module.device),
                                    progress=bool(cfg.trainer.progress))
             summary["latent_store"] = str(latents.root)
             summary["latent_bytes_per_frame"] = latents.bytes_per_frame()

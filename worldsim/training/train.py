@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from worldsim.config import ConfigError
 from worldsim.training.base import OptimConfig, StageModule
 from worldsim.training.callbacks import LAST, ExitCheckpoint, SampleImages, StepTimer
-from worldsim.training.sampling import EpochSampler, FixedSubset, loader_generator
+from worldsim.training.sampling import FixedSubset, StepSampler, loader_generator
 
 
 @dataclass
@@ -64,7 +64,8 @@ class StageData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         batch, workers = int(self.cfg.data.batch_size), int(self.cfg.data.num_workers)
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        sampler = EpochSampler(int(self.cfg.trainer.ckpt_every) * batch, rank=rank, world_size=world)
+        sampler = StepSampler(int(self.cfg.trainer.ckpt_every), batch, lambda: self.trainer.global_step,
+                              rank=rank, world_size=world)
         return DataLoader(self.stage.train_set, batch_size=batch, sampler=sampler, num_workers=workers,
                           generator=loader_generator(int(self.cfg.seed)), persistent_workers=workers > 0,
                           drop_last=True)
@@ -72,7 +73,8 @@ class StageData(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.stage.val_set is None or len(self.stage.val_set) == 0:
             return []
-        return DataLoader(self.stage.val_set, batch_size=int(self.cfg.data.batch_size), shuffle=False)
+        return DataLoader(self.stage.val_set, batch_size=int(self.cfg.data.batch_size), shuffle=False,
+                          generator=loader_generator(int(self.cfg.seed)))
 
 
 def resume_path(run_dir: Path, resume: bool) -> str | None:
@@ -93,8 +95,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) ->
     tr = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
     every = int(tr.ckpt_every)
-    # One Lightning "epoch" is one checkpoint interval: checkpoints land on epoch ends, where a
-    # resume is exact (see sampling.EpochSampler).
+    # One Lightning "epoch" is one checkpoint interval; the data depends only on the global step
+    # (see sampling.StepSampler), so a resume reads the batches an uninterrupted run would.
     val_epochs = max(1, math.ceil(int(tr.val_every) / every))
     bar = RichProgressBar() if _rich_ok() else TQDMProgressBar()
     callbacks = [
