@@ -1,0 +1,374 @@
+"""The dynamics model: a spatiotemporal diffusion transformer (DiT) over latent frames.
+
+Given a clip of latent frames, each at its own noise level, and the actions between them, the
+network predicts the flow-matching velocity of every frame (see ``worldsim.flow`` for the
+objective and the sampler, which take this network as an argument).
+
+Architecture, top to bottom:
+
+- per-frame patches (patch size p) -> tokens ``[b, t, n, d]``;
+- ``depth`` DiT blocks; with ``attention="factorized"`` they alternate spatial attention
+  (within a frame) and causal temporal attention (each token sees its own spatial position in
+  frames <= its own); with ``attention="block_causal"`` every block attends to all tokens of
+  frames <= its own. RoPE (2-D in space, 1-D in time, 3-D for block-causal) and QK-norm;
+- adaLN-Zero conditioning **per frame**: ``c_t = emb(noise_level_t) + emb(step_size_t) +
+  emb(action)``, where frame ``t + 1`` sees ``a_t`` and frame 0 a learned ``start`` vector
+  (the transition-alignment convention of ``docs/architecture.md``); a learned ``null`` action
+  replaces dropped actions for classifier-free guidance;
+- a final adaLN + linear layer back to patches, zero-initialised (a fresh model predicts 0).
+
+Generation runs frame by frame with a :class:`~worldsim.nn.attention.KVCache`: ``prefill`` the
+context once, then each denoising step of a new frame is a pass over that frame's n tokens
+(``step``), and one more pass (``step(..., write=True)``) stores the finished frame.
+
+einops legend: b batch, t time, c latent channels, h w latent grid, p patch, n tokens per frame,
+d width, a action dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from worldsim.nn.adaln import ActionEmbedder, ActionInput, TimestepEmbedder, modulate
+from worldsim.nn.attention import Attention, KVCache
+from worldsim.nn.patchify import PatchEmbed, check_patch, unpatchify
+
+ATTENTION_MODES = ("factorized", "block_causal")
+
+
+@dataclass
+class DynamicsConfig:
+    """Every default of the dynamics network lives here (presets below)."""
+
+    latent_channels: int = 4  # c
+    latent_height: int = 8  # h
+    latent_width: int = 8  # w
+    patch_size: int = 1  # p
+    dim: int = 128  # d
+    depth: int = 4  # DiT blocks (factorized: alternating spatial / temporal, so even)
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    attention: str = "factorized"  # factorized | block_causal
+    qk_norm: bool = True
+    rope_theta: float = 10000.0
+    action_type: str = "discrete"  # discrete | continuous | both
+    num_actions: int = 8  # discrete codes (discrete, both)
+    action_dim: int = 0  # continuous action width (continuous, both)
+    shortcut: bool = True  # condition on the step size d (shortcut models)
+    context_window: int = 16  # W: finished frames kept in the KV cache during generation
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(
+                f"DynamicsConfig.attention must be one of {ATTENTION_MODES}, got {self.attention!r}"
+            )
+        if self.attention == "factorized" and self.depth % 2:
+            raise ValueError(
+                f"DynamicsConfig.depth must be even with factorized attention, got {self.depth}"
+            )
+        if self.depth < 1 or self.dim < 1 or self.heads < 1 or self.context_window < 1:
+            raise ValueError(
+                "DynamicsConfig: depth, dim, heads and context_window must be positive"
+            )
+        check_patch(self.latent_height, self.latent_width, self.patch_size)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.latent_height // self.patch_size) * (self.latent_width // self.patch_size)
+
+
+PRESETS: dict[str, DynamicsConfig] = {
+    # Tests: a forward pass in milliseconds.
+    "tiny": DynamicsConfig(patch_size=2, dim=32, depth=2, heads=2, num_actions=4, context_window=8),
+    # Two CPU cores, ~10 minutes, 64x64 games encoded to 8x8 latents.
+    "quickstart": DynamicsConfig(patch_size=1, dim=96, depth=4, heads=4, context_window=8),
+    # GPU sizes: 16x16 latents with 2x2 patches -> 64 tokens per frame.
+    "base": DynamicsConfig(
+        latent_channels=8,
+        latent_height=16,
+        latent_width=16,
+        patch_size=2,
+        dim=512,
+        depth=12,
+        heads=8,
+    ),
+    "large": DynamicsConfig(
+        latent_channels=16,
+        latent_height=16,
+        latent_width=16,
+        patch_size=2,
+        dim=1024,
+        depth=24,
+        heads=16,
+        context_window=32,
+    ),
+}
+
+
+def config_from_preset(name: str, **overrides) -> DynamicsConfig:
+    """A preset's config with fields replaced; unknown preset or field names raise ``ValueError``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown dynamics preset {name!r}; choose one of {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(DynamicsConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown DynamicsConfig field(s) {unknown}; valid fields: {sorted(fields)}"
+        )
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+class DiTBlock(nn.Module):
+    """One DiT block with adaLN-Zero: attention of one ``kind`` and an MLP, both gated."""
+
+    def __init__(self, cfg: DynamicsConfig, kind: str, cache_index: int | None) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(d, cfg.heads, kind, cfg.qk_norm, cfg.rope_theta, cache_index)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        hidden = int(d * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d)
+        )
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, grid, window=None, cache=None, mode="full"
+    ) -> torch.Tensor:
+        """x ``[b, t, n, d]``, c ``[b, t, d]`` (one conditioning vector per frame)."""
+        mods = self.adaLN_modulation(c)[
+            :, :, None
+        ]  # [b, t, 1, 6d]: broadcast over a frame's tokens
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods.chunk(6, dim=-1)
+        x = x + gate_msa * self.attn(
+            modulate(self.norm1(x), shift_msa, scale_msa), grid, window, cache, mode
+        )
+        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+class FinalLayer(nn.Module):
+    """adaLN then a linear map from width d back to ``p*p*c`` values per token."""
+
+    def __init__(self, dim: int, out: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c)[:, :, None].chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DynamicsModel(nn.Module):
+    """Spatiotemporal DiT predicting flow-matching velocities of latent frames."""
+
+    def __init__(self, config: DynamicsConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        self.grid = (cfg.latent_height // cfg.patch_size, cfg.latent_width // cfg.patch_size)
+        self.patch_embed = PatchEmbed(cfg.latent_channels, cfg.dim, cfg.patch_size)
+        self.noise_embed = TimestepEmbedder(cfg.dim)
+        self.step_embed = TimestepEmbedder(cfg.dim) if cfg.shortcut else None
+        self.action_embed = ActionEmbedder(
+            cfg.dim, cfg.action_type, cfg.num_actions, cfg.action_dim
+        )
+        if cfg.attention == "factorized":
+            kinds = ["spatial" if i % 2 == 0 else "temporal" for i in range(cfg.depth)]
+        else:
+            kinds = ["block"] * cfg.depth
+        self.cached_layers = sum(k != "spatial" for k in kinds)
+        cache_ids = iter(range(self.cached_layers))
+        self.blocks = nn.ModuleList(
+            [DiTBlock(cfg, k, None if k == "spatial" else next(cache_ids)) for k in kinds]
+        )
+        self.final = FinalLayer(cfg.dim, cfg.patch_size**2 * cfg.latent_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT's init: xavier Linear layers, small embeddings, and every adaLN-Zero/output layer zeroed
+        so each block starts as the identity and the model starts by predicting zero velocity."""
+
+        def _basic(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(_basic)
+        embedders = [self.noise_embed] + ([self.step_embed] if self.step_embed is not None else [])
+        for emb in embedders:
+            nn.init.normal_(emb.mlp[0].weight, std=0.02)
+            nn.init.normal_(emb.mlp[2].weight, std=0.02)
+        if self.action_embed.codes is not None:
+            nn.init.normal_(self.action_embed.codes.weight, std=0.02)
+        nn.init.normal_(self.action_embed.start, std=0.02)
+        nn.init.normal_(self.action_embed.null, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+
+    # --- conditioning -------------------------------------------------------------------------
+    def _time_cond(self, noise_level: torch.Tensor, step_size: torch.Tensor | None) -> torch.Tensor:
+        c = self.noise_embed(noise_level)
+        if self.step_embed is not None:
+            c = c + self.step_embed(
+                torch.zeros_like(noise_level) if step_size is None else step_size
+            )
+        elif step_size is not None:
+            raise ValueError(
+                "step_size given but DynamicsConfig.shortcut is False (no step-size embedding)"
+            )
+        return c
+
+    def _check_latents(self, z: torch.Tensor, frames_dim: bool = True) -> None:
+        cfg = self.config
+        want = (cfg.latent_channels, cfg.latent_height, cfg.latent_width)
+        if z.dim() != (5 if frames_dim else 4) or tuple(z.shape[-3:]) != want:
+            lead = "[b, t, " if frames_dim else "[b, "
+            raise ValueError(
+                f"dynamics expects latents {lead}{', '.join(map(str, want))}], got {tuple(z.shape)}"
+            )
+
+    def _run(self, z: torch.Tensor, c: torch.Tensor, window, cache, mode) -> torch.Tensor:
+        x = self.patch_embed(z)  # [b, t, n, d]
+        for block in self.blocks:
+            x = block(x, c, self.grid, window, cache, mode)
+        out = self.final(x, c)  # [b, t, n, (p p c)]
+        return unpatchify(
+            out, self.config.patch_size, self.config.latent_height, self.config.latent_width
+        )
+
+    # --- full passes --------------------------------------------------------------------------
+    def forward(
+        self,
+        z_noisy: torch.Tensor,
+        noise_level: torch.Tensor,
+        actions: ActionInput | None = None,
+        step_size: torch.Tensor | None = None,
+        null_mask: torch.Tensor | None = None,
+        window: int | None = None,
+    ) -> torch.Tensor:
+        """Velocity of every frame.
+
+        Args:
+            z_noisy: ``[b, t, c, h, w]``, each frame at its own noise level.
+            noise_level: ``[b, t]`` in [0, 1] (0 clean, 1 pure noise).
+            actions: ``[b, t-1]`` codes, ``[b, t-1, a]`` vectors, a tuple of both, or ``None``
+                (every transition gets the ``null`` action).
+            step_size: ``[b, t]`` shortcut step sizes (``None`` -> 0, plain flow matching).
+            null_mask: ``[b, t-1]`` bool, transitions whose action is replaced by ``null``.
+            window: frame i attends to frames i-window .. i only (``None``: all earlier frames).
+        Returns:
+            velocity ``[b, t, c, h, w]``.
+        """
+        self._check_latents(z_noisy)
+        b, t = z_noisy.shape[:2]
+        if noise_level.shape != (b, t):
+            raise ValueError(f"noise_level must be [{b}, {t}], got {tuple(noise_level.shape)}")
+        if step_size is not None and step_size.shape != (b, t):
+            raise ValueError(f"step_size must be [{b}, {t}], got {tuple(step_size.shape)}")
+        c = self._time_cond(noise_level, step_size) + self.action_embed.sequence(
+            actions, b, t, null_mask
+        )
+        return self._run(z_noisy, c, window, None, "full")
+
+    # --- cached generation --------------------------------------------------------------------
+    def init_cache(
+        self, batch: int, window: int | None = None, device=None, dtype=torch.float32
+    ) -> KVCache:
+        """An empty KV cache for ``batch`` worlds keeping ``window`` frames (default: config)."""
+        cfg = self.config
+        device = device if device is not None else next(self.parameters()).device
+        return KVCache(
+            self.cached_layers,
+            batch,
+            window or cfg.context_window,
+            cfg.tokens_per_frame,
+            cfg.heads,
+            cfg.dim // cfg.heads,
+            device,
+            dtype,
+        )
+
+    @torch.no_grad()
+    def prefill(
+        self, cache: KVCache, z: torch.Tensor, actions: ActionInput | None, noise_level: float = 0.0
+    ) -> None:
+        """Reset ``cache`` and fill it with the context clip ``z [b, t, c, h, w]`` (labelled with
+        ``noise_level``) and its ``t - 1`` actions: one full pass with the cache's window."""
+        self._check_latents(z)
+        b, t = z.shape[:2]
+        if cache.batch != b:
+            raise ValueError(f"prefill: cache holds {cache.batch} worlds but the context has {b}")
+        level = z.new_full((b, t), float(noise_level))
+        c = self._time_cond(level, None) + self.action_embed.sequence(actions, b, t)
+        cache.reset()
+        self._run(z, c, cache.window, cache, "prefill")
+        cache.commit()
+
+    def step(
+        self,
+        cache: KVCache,
+        z_new: torch.Tensor,
+        noise_level: torch.Tensor,
+        action: ActionInput | None,
+        step_size: torch.Tensor | None = None,
+        write: bool = False,
+    ) -> torch.Tensor:
+        """Velocity of one new frame ``z_new [b, c, h, w]`` at ``noise_level [b]`` that follows the
+        cached frames through ``action`` (``[b]``, ``[b, a]``, a tuple, or ``None`` for ``null``).
+        With ``write=True`` the frame's keys/values are appended to the cache (call it once per
+        finished frame, with the context noise level). Returns ``[b, c, h, w]``."""
+        self._check_latents(z_new, frames_dim=False)
+        b = z_new.shape[0]
+        if cache.batch != b:
+            raise ValueError(f"step: cache holds {cache.batch} worlds but z_new has {b}")
+        if noise_level.shape != (b,):
+            raise ValueError(f"step: noise_level must be [{b}], got {tuple(noise_level.shape)}")
+        c = self._time_cond(noise_level[:, None], None if step_size is None else step_size[:, None])
+        if action is None:
+            act = self.action_embed.null.expand(b, -1)
+        else:
+            lead = self.action_embed.lead_shape(action)
+            if lead != (b,):
+                raise ValueError(
+                    f"step: expected one action per world (leading shape ({b},)), got {lead}"
+                )
+            act = self.action_embed(action)
+        # A world with nothing cached is at its first frame, which has no preceding action.
+        act = torch.where((cache.filled == 0)[:, None], self.action_embed.start.to(act.dtype), act)
+        out = self._run(z_new[:, None], c + act[:, None], None, cache, "write" if write else "read")
+        if write:
+            cache.commit()
+        return out[:, 0]
+
+
+def build_dynamics(preset: str = "tiny", **overrides) -> DynamicsModel:
+    """Shorthand: ``DynamicsModel(config_from_preset(preset, **overrides))``."""
+    return DynamicsModel(config_from_preset(preset, **overrides))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "DynamicsConfig",
+    "DynamicsModel",
+    "DiTBlock",
+    "PRESETS",
+    "config_from_preset",
+    "build_dynamics",
+    "count_parameters",
+]
