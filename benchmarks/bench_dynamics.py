@@ -50,7 +50,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
 
 
 def _context(net, batch: int, frames: int, device: str):
-    cfg = net.config
+    cfg = net.cfg
     z = torch.randn(
         batch, frames, cfg.latent_channels, cfg.latent_height, cfg.latent_width, device=device
     )
@@ -59,7 +59,7 @@ def _context(net, batch: int, frames: int, device: str):
 
 
 def flops_per_frame(net, steps: int, device: str) -> int:
-    z, a = _context(net, 1, net.config.context_window, device)
+    z, a = _context(net, 1, net.cfg.context_window, device)
     cache = net.init_cache(1)
     net.prefill(cache, z, a, 0.1)
     counter = FlopCounterMode(display=False)
@@ -70,7 +70,7 @@ def flops_per_frame(net, steps: int, device: str) -> int:
 
 def frames_per_second(net, batch: int, steps: int, frames: int, device: str) -> float:
     """Frames generated per second (all worlds counted), cache full, after one warm-up frame."""
-    z, a = _context(net, batch, net.config.context_window, device)
+    z, a = _context(net, batch, net.cfg.context_window, device)
     cache = net.init_cache(batch)
     net.prefill(cache, z, a, 0.1)
     act = a[:, -1]
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "parameters": count_parameters(net),
-        "tokens_per_frame": net.config.tokens_per_frame,
-        "context_window": net.config.context_window,
+        "tokens_per_frame": net.cfg.tokens_per_frame,
+        "context_window": net.cfg.context_window,
         "steps_per_frame": args.steps,
         "flops_per_frame": flops,
         "matmul_peak_flops": peak,

@@ -171,7 +171,7 @@ class DynamicsModel(nn.Module):
 
     def __init__(self, config: DynamicsConfig) -> None:
         super().__init__()
-        self.config = cfg = config
+        self.cfg = cfg = config
         self.grid = (cfg.latent_height // cfg.patch_size, cfg.latent_width // cfg.patch_size)
         self.patch_embed = PatchEmbed(cfg.latent_channels, cfg.dim, cfg.patch_size)
         self.noise_embed = TimestepEmbedder(cfg.dim)
@@ -232,7 +232,7 @@ class DynamicsModel(nn.Module):
         return c
 
     def _check_latents(self, z: torch.Tensor, frames_dim: bool = True) -> None:
-        cfg = self.config
+        cfg = self.cfg
         want = (cfg.latent_channels, cfg.latent_height, cfg.latent_width)
         if z.dim() != (5 if frames_dim else 4) or tuple(z.shape[-3:]) != want:
             lead = "[b, t, " if frames_dim else "[b, "
@@ -246,7 +246,7 @@ class DynamicsModel(nn.Module):
             x = block(x, c, self.grid, window, cache, mode)
         out = self.final(x, c)  # [b, t, n, (p p c)]
         return unpatchify(
-            out, self.config.patch_size, self.config.latent_height, self.config.latent_width
+            out, self.cfg.patch_size, self.cfg.latent_height, self.cfg.latent_width
         )
 
     # --- full passes --------------------------------------------------------------------------
@@ -288,7 +288,7 @@ class DynamicsModel(nn.Module):
         self, batch: int, window: int | None = None, device=None, dtype=torch.float32
     ) -> KVCache:
         """An empty KV cache for ``batch`` worlds keeping ``window`` frames (default: config)."""
-        cfg = self.config
+        cfg = self.cfg
         device = device if device is not None else next(self.parameters()).device
         return KVCache(
             self.cached_layers,

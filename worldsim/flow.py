@@ -102,7 +102,7 @@ def training_loss(
 
     d = torch.zeros(b, t, device=dev)
     shortcut = (
-        bool(getattr(net.config, "shortcut", False))
+        bool(getattr(net.cfg, "shortcut", False))
         and shortcut_fraction > 0
         and shortcut_levels > 0
     )
@@ -162,7 +162,7 @@ def training_loss(
 def _step_label(
     net, steps: int, batch: int, device, shortcut_levels: int = 6
 ) -> torch.Tensor | None:
-    if not getattr(net.config, "shortcut", False):
+    if not getattr(net.cfg, "shortcut", False):
         return None
     d = 1.0 / steps
     if d <= 2.0 ** (-shortcut_levels) + 1e-9:
@@ -202,7 +202,7 @@ def sample_next(
     """
     if steps < 1:
         raise ValueError(f"sample_next: steps must be >= 1, got {steps}")
-    cfg = net.config
+    cfg = net.cfg
     shape = (cfg.latent_channels, cfg.latent_height, cfg.latent_width)
     if cache is not None:
         if context_z is not None:
@@ -284,9 +284,9 @@ def rollout(
         for i in range(horizon):
             frames.append(sample_next(net, None, None, _action_at(actions, i), cache=cache, **kw))
         return torch.stack(frames, dim=1)
-    if window is not None and window != net.config.context_window:
+    if window is not None and window != net.cfg.context_window:
         raise ValueError(
-            "rollout(use_cache=False) uses net.config.context_window; pass window=None"
+            "rollout(use_cache=False) uses net.cfg.context_window; pass window=None"
         )
     hist_z, hist_a = context_z, context_actions
     for i in range(horizon):

@@ -113,7 +113,7 @@ class RewardTerminationHeads(nn.Module):
 
     def __init__(self, config: HeadsConfig) -> None:
         super().__init__()
-        self.config = cfg = config
+        self.cfg = cfg = config
         c, w = cfg.latent_channels, cfg.channels
         self.trunk = nn.Sequential(
             nn.Conv2d(2 * c, w, 3, padding=1),
@@ -149,7 +149,7 @@ class RewardTerminationHeads(nn.Module):
     def _features(
         self, z_prev: torch.Tensor, z_next: torch.Tensor, action: ActionInput
     ) -> torch.Tensor:
-        cfg = self.config
+        cfg = self.cfg
         want = (cfg.latent_channels, cfg.latent_height, cfg.latent_width)
         for name, z in (("z_prev", z_prev), ("z_next", z_next)):
             if z.dim() != 4 or tuple(z.shape[1:]) != want:
@@ -160,7 +160,7 @@ class RewardTerminationHeads(nn.Module):
         return self.mlp(torch.cat([feats, self.action_embed(action)], dim=-1))  # [b, hidden]
 
     def _reward_value(self, out: torch.Tensor) -> torch.Tensor:
-        if self.config.reward_mode == "regression":
+        if self.cfg.reward_mode == "regression":
             return out[..., 0]
         return symexp((out.softmax(-1) * self.bins).sum(-1))
 
@@ -213,7 +213,7 @@ class RewardTerminationHeads(nn.Module):
         total = z.new_zeros(())
         if rewards is not None:
             r = flat(rewards).float()
-            if self.config.reward_mode == "twohot":
+            if self.cfg.reward_mode == "twohot":
                 target = twohot(symlog(r), self.bins)
                 parts["reward_loss"] = -(target * out["reward_out"].log_softmax(-1)).sum(-1).mean()
             else:
@@ -223,7 +223,7 @@ class RewardTerminationHeads(nn.Module):
             total = total + parts["reward_loss"]
         if terminated is not None:
             y = flat(terminated).float()
-            pos_weight = torch.tensor(self.config.termination_pos_weight, device=y.device)
+            pos_weight = torch.tensor(self.cfg.termination_pos_weight, device=y.device)
             parts["termination_loss"] = F.binary_cross_entropy_with_logits(
                 out["termination_logit"], y, pos_weight=pos_weight
             )

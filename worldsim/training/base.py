@@ -42,6 +42,10 @@ class StageModule(L.LightningModule):
     def validation_metrics(self, batch: dict) -> dict[str, float | torch.Tensor]:
         return {}
 
+    def trained_modules(self) -> list[nn.Module]:
+        """The modules the optimizer updates (stages that train heads too add them)."""
+        return [self.net]
+
     # --- Lightning hooks ----------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.compute_loss(batch)
@@ -67,7 +71,7 @@ class StageModule(L.LightningModule):
 
     def configure_optimizers(self):
         decay, no_decay = [], []
-        for name, p in self.net.named_parameters():
+        for name, p in nn.ModuleList(self.trained_modules()).named_parameters():
             if not p.requires_grad:
                 continue
             (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)

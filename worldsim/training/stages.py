@@ -6,12 +6,14 @@ Held-out episodes (the last ``data.val_episodes`` of the store) never reach trai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -94,4 +96,195 @@ def evaluate_reconstruction(module, dataset, batch_size: int = 64) -> dict[str, 
     return {"recon_psnr": sum(psnrs) / count, "recon_ssim": sum(ssims) / count}
 
 
-BUILDERS = {"autoencoder": build_autoencoder}
+def _instantiate(node: DictConfig, what: str, **fields):
+    """Instantiate a model config node (``_target_: ...config_from_preset``) with extra fields."""
+    try:
+        return instantiate(node, **fields)
+    except Exception as err:  # hydra wraps the ValueError naming the unknown preset or field
+        raise ConfigError(f"{what} config: {err}") from err
+
+
+def _latent_store(cfg: DictConfig):
+    from worldsim.data.latent_store import LatentStore
+
+    path = cfg.data.latents
+    if path is None:
+        raise ConfigError("data.latents is not set: pass data.latents=<autoencoder run_dir>/latents "
+                          "(the latent cache the autoencoder stage wrote)")
+    if not (Path(path) / "stats.json").exists():
+        raise ConfigError(f"data.latents={path} is not a finished latent cache (no stats.json)")
+    return LatentStore(path)
+
+
+def _action_meta(latent_store) -> dict | None:
+    """The real game's action space, from the first episode's metadata, if recorded."""
+    meta = latent_store[0].get("metadata", {}) if len(latent_store) else {}
+    return meta.get("action_space")
+
+
+def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
+    from worldsim.data import ClipDataset, EpisodeStore
+    from worldsim.data.latent_store import LatentClipDataset
+    from worldsim.latent_action import LatentActionModel
+    from worldsim.training.lam_module import LatentActionModule
+
+    lam_cfg = _instantiate(cfg.lam, "lam")
+    seed = int(cfg.data.seed)
+    if lam_cfg.input == "latent":
+        source = _latent_store(cfg)
+        c, h, w = source.latent_shape
+        lam_cfg = dataclasses.replace(lam_cfg, in_channels=c, frame_height=h, frame_width=w)
+        train_ids, val_ids = split_episodes(len(source), int(cfg.data.val_episodes), str(cfg.data.latents))
+        make = lambda ids, s, n: LatentClipDataset(source, lam_cfg.context + 1, seed=s, length=n, episodes=ids)  # noqa: E731
+    else:
+        source = EpisodeStore(cfg.data.store, create=False)
+        train_ids, val_ids = split_episodes(len(source), int(cfg.data.val_episodes), str(cfg.data.store))
+        make = lambda ids, s, n: ClipDataset(source, lam_cfg.context + 1, seed=s, length=n, episodes=ids,  # noqa: E731
+                                             resize=(lam_cfg.frame_height, lam_cfg.frame_width))
+    train_set = make(train_ids, seed, TRAIN_LENGTH)
+    val_set = make(val_ids, seed + 1, int(cfg.data.val_clips)) if val_ids else None
+    module = LatentActionModule(LatentActionModel(lam_cfg), optim_config(cfg.trainer))
+    started = time.perf_counter()
+
+    def finish(trainer: L.Trainer, module: StageModule) -> dict:
+        from worldsim.latent_action import label_store, label_transitions
+        from worldsim.weights import save_weights
+
+        seconds = time.perf_counter() - started
+        net = module.net.eval()
+        save_weights(net, net.cfg, run_dir / "model", "lam")
+        if lam_cfg.input == "latent":
+            labels = label_store(net, source)  # every transition of every episode, for the dynamics stage
+        else:
+            labels = label_transitions(net, source)
+        summary = {"train_seconds": seconds, **lam_figures(labels, source, val_ids, net.cfg.num_codes, seed)}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    return Stage(module=module, train_set=train_set, val_set=val_set, finish=finish)
+
+
+def lam_figures(labels: list, source, val_ids: list[int], num_codes: int, seed: int) -> dict:
+    """Codebook use over all transitions; NMI and binding accuracy at 10/100/1000 labelled
+    transitions on the held-out episodes where the data has discrete real actions."""
+    import numpy as np
+    from rich.console import Console
+
+    from worldsim.binding import ActionBinding, binding_accuracy_at_k
+    from worldsim.metrics import codebook_usage, normalized_mutual_information
+
+    usage = codebook_usage(np.concatenate(labels), num_codes)
+    out: dict = {"codebook_perplexity": usage["perplexity"], "codebook_used": usage["codes_used"],
+                 "codebook_size": num_codes}
+    has_actions = all(source.has(i, "actions") for i in range(len(source)))
+    space = _action_meta(source) if hasattr(source, "latent_shape") else source.metadata(0).get("action_space")
+    if not has_actions or not space or space.get("type") != "discrete":
+        Console().print("[yellow]no discrete action labels in the data: NMI and binding accuracy are skipped")
+        return out
+    ids = val_ids or list(range(len(source)))
+    codes = np.concatenate([labels[i] for i in ids])
+    real = np.concatenate([source.read_steps(i)["actions"] for i in ids]).astype(np.int64)
+    out["nmi"] = normalized_mutual_information(codes, real)
+    n_actions = int(space["n"])
+    for k in (10, 100, 1000):
+        if k < codes.size:
+            out[f"binding_accuracy_{k}"] = binding_accuracy_at_k(codes, real, k, num_codes, n_actions, seed=seed)["mean"]
+    all_codes = np.concatenate(labels)
+    all_real = np.concatenate([source.read_steps(i)["actions"] for i in range(len(source))]).astype(np.int64)
+    binding = ActionBinding.fit(all_codes, all_real, num_codes, n_actions)
+    out["binding"] = binding.to_dict()
+    return out
+
+
+def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
+    from worldsim.autoencoder import Autoencoder, config_from_dict
+    from worldsim.data.latent_store import LatentClipDataset
+    from worldsim.dynamics import DynamicsModel
+    from worldsim.heads import RewardTerminationHeads
+    from worldsim.heads import config_from_preset as heads_preset
+    from worldsim.training.dynamics_module import DynamicsModule
+
+    latents = _latent_store(cfg)
+    mode = cfg.actions
+    if mode not in ("latent", "real", "both"):
+        raise ConfigError(f"actions={mode!r}: allowed values are latent, real, both")
+    c, h, w = latents.latent_shape
+    fields: dict = {"latent_channels": c, "latent_height": h, "latent_width": w}
+    space = _action_meta(latents)
+    if mode in ("latent", "both"):
+        if "lam" not in latents.label_names():
+            raise ConfigError(f"actions={mode}: {cfg.data.latents} has no latent action labels; train the "
+                              "lam stage on this cache first (it writes them)")
+        if cfg.data.lam_model:  # the LAM that wrote the labels knows its codebook size
+            from worldsim.weights import read_meta
+
+            fields["num_actions"] = int(read_meta(cfg.data.lam_model, "lam")["config"]["num_codes"])
+        else:
+            fields["num_actions"] = int(_instantiate(cfg.lam, "lam").num_codes)
+    if mode in ("real", "both"):
+        has = all(latents.has(i, "actions") for i in range(len(latents)))
+        if not has or space is None:
+            raise ConfigError(f"actions={mode}: the data in {cfg.data.latents} has no real actions "
+                              "(video without labels?); use actions=latent")
+        if space["type"] == "discrete":
+            if mode == "real":
+                fields["num_actions"] = int(space["n"])
+            else:
+                raise ConfigError("actions=both needs continuous real actions next to the latent codes; "
+                                  "with discrete real actions use actions=latent or actions=real")
+        else:
+            fields["action_dim"] = int(np.prod(space["shape"]))
+    fields["action_type"] = {"latent": "discrete", "real": "discrete" if space and space.get("type") == "discrete" else "continuous",
+                             "both": "both"}[mode]
+    dyn_cfg = _instantiate(cfg.dynamics, "dynamics", **fields)
+    net = DynamicsModel(dyn_cfg)
+    has_rewards = all(latents.has(i, "rewards") for i in range(len(latents)))
+    heads = None
+    if has_rewards:
+        head_fields = {k: v for k, v in fields.items() if k != "action_type"}
+        head_fields["action_type"] = "discrete" if mode != "real" or dyn_cfg.action_type == "discrete" else "continuous"
+        heads = RewardTerminationHeads(heads_preset(str(cfg.heads), **head_fields))
+    ae = Autoencoder(config_from_dict(latents.autoencoder_config)).eval()
+    ae_dir = Path(cfg.data.latents).parent / "model"
+    if (ae_dir / "autoencoder.safetensors").exists():
+        from worldsim.weights import load_into
+
+        load_into(ae, ae_dir, "autoencoder")
+    else:
+        ae = None
+    clip = int(cfg.data.clip_len) if cfg.data.clip_len else 16
+    seed = int(cfg.data.seed)
+    labels = ["lam"] if mode != "real" else []
+    train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(cfg.data.latents))
+    train_set = LatentClipDataset(latents, clip, seed=seed, length=TRAIN_LENGTH, episodes=train_ids, labels=labels)
+    val_set = LatentClipDataset(latents, clip, seed=seed + 1, length=int(cfg.data.val_clips), episodes=val_ids,
+                                labels=labels) if val_ids else None
+    module = DynamicsModule(net, optim_config(cfg.trainer), actions=mode, heads=heads, decoder=ae,
+                            latent_mean=latents.mean, latent_std=latents.std, ema_decay=float(cfg.ema_decay),
+                            sample_steps=int(cfg.sampler_steps))
+    started = time.perf_counter()
+
+    def finish(trainer: L.Trainer, module: StageModule) -> dict:
+        from worldsim.data import EpisodeStore
+        from worldsim.evaluation import heads_metrics, rollout_metrics
+        from worldsim.weights import save_weights
+
+        seconds = time.perf_counter() - started
+        ema = module.ema.eval()
+        save_weights(ema, dyn_cfg, run_dir / "model", "dynamics", extra={"actions": mode})
+        summary: dict = {"train_seconds": seconds, "actions": mode}
+        if module.heads is not None:
+            save_weights(module.heads.eval(), module.heads.cfg, run_dir / "model", "heads")
+        if ae is not None and val_ids and Path(cfg.data.store).exists():
+            store = EpisodeStore(cfg.data.store, create=False)
+            summary.update(rollout_metrics(ae, ema, latents, store, val_ids, actions=mode, steps=int(cfg.sampler_steps),
+                                           num_codes=dyn_cfg.num_actions, device=module.device))
+            if module.heads is not None:
+                summary.update(heads_metrics(module.heads.eval(), latents, val_ids, actions=mode, device=module.device))
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    return Stage(module=module, train_set=train_set, val_set=val_set, finish=finish)
+
+
+BUILDERS = {"autoencoder": build_autoencoder, "lam": build_lam, "dynamics": build_dynamics}
