@@ -6,6 +6,10 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
    print the store's summary and write ``<out>/sample.mp4``;
 2. ``autoencoder``: train the frame autoencoder (``<out>/autoencoder``) and encode the latent
    cache (``<out>/autoencoder/latents``);
+3. ``lam``: train the latent action model on the cache, label every transition with its code,
+   score NMI and binding accuracy against the real actions where the data has them;
+4. ``dynamics``: train the DiT (and reward/termination heads) on the labelled cache and score
+   rollouts on held-out episodes;
 
 Figures go to ``<out>/metrics.json``, rewritten atomically after each step.
 """
@@ -25,27 +29,39 @@ from worldsim.data.atomic import atomic_write_json
 console = Console()
 
 
-def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, store: Path) -> DictConfig:
+def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> DictConfig:
     """A ``train`` config for one stage, built from the quickstart's own groups and budgets."""
     budget = OmegaConf.to_container(cfg.stages[stage]) if stage in cfg.stages else {}
-    data = OmegaConf.to_container(cfg.data)
-    data["store"] = str(store)
-    if "batch_size" in budget:
-        data["batch_size"] = budget.pop("batch_size")
+    data = {**OmegaConf.to_container(cfg.data), **data}
+    for key in ("batch_size", "clip_len"):
+        if key in budget:
+            data[key] = budget.pop(key)
     trainer = OmegaConf.to_container(cfg.trainer)
     unknown = set(budget) - set(trainer)
     if unknown:
         raise ValueError(f"quickstart stages.{stage}: unknown trainer keys {sorted(unknown)}; "
-                         f"allowed: batch_size, {', '.join(trainer)}")
+                         f"allowed: batch_size, clip_len, {', '.join(trainer)}")
     trainer.update(budget)
     trainer["progress"] = bool(cfg.progress)
     train_cfg = OmegaConf.create({
         "stage": stage, "run_dir": str(run_dir), "resume": (run_dir / "checkpoints" / "last.ckpt").exists(),
-        "seed": int(cfg.seed), "encode_cache": True, "env": OmegaConf.to_container(cfg.env),
-        "data": data, "autoencoder": OmegaConf.to_container(cfg.autoencoder), "trainer": trainer,
+        "seed": int(cfg.seed), "encode_cache": True, "actions": cfg.actions, "heads": cfg.heads,
+        "ema_decay": cfg.ema_decay, "sampler_steps": cfg.sampler_steps, "data": data, "trainer": trainer,
+        **{k: OmegaConf.to_container(cfg[k]) for k in ("env", "autoencoder", "lam", "dynamics")},
     })
     OmegaConf.set_struct(train_cfg, True)
     return train_cfg
+
+
+def _train(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> dict:
+    """Train one stage unless it finished before (its summary.json exists); returns the summary."""
+    done = run_dir / "summary.json"
+    if done.exists():
+        console.print(f"done already: {run_dir}")
+        return json.loads(done.read_text())
+    from worldsim.training.train import run as train
+
+    return train(_stage_config(cfg, stage, run_dir, data))
 
 
 def _collect(cfg: DictConfig, store: Path) -> dict:
@@ -92,18 +108,30 @@ def run(cfg: DictConfig) -> dict:
     atomic_write_json(metrics_path, metrics)
 
     # 2. autoencoder ------------------------------------------------------------------------------
-    ae_dir = out / "autoencoder"
     console.rule("[bold]2. autoencoder")
-    if not (ae_dir / "summary.json").exists():
-        from worldsim.training.train import run as train
+    ae = _train(cfg, "autoencoder", out / "autoencoder", {"store": str(store_dir)})
+    metrics["recon_psnr"] = ae.get("recon_psnr")
+    metrics["recon_ssim"] = ae.get("recon_ssim")
+    metrics["train_seconds"]["autoencoder"] = ae.get("train_seconds")
+    atomic_write_json(metrics_path, metrics)
+    latents = out / "autoencoder" / "latents"
 
-        summary = train(_stage_config(cfg, "autoencoder", ae_dir, store_dir))
-    else:
-        summary = json.loads((ae_dir / "summary.json").read_text())
-        console.print(f"done already: {ae_dir}")
-    metrics["recon_psnr"] = summary.get("recon_psnr")
-    metrics["recon_ssim"] = summary.get("recon_ssim")
-    metrics["train_seconds"]["autoencoder"] = summary.get("train_seconds")
+    # 3. latent action model --------------------------------------------------------------------
+    console.rule("[bold]3. latent action model")
+    lam = _train(cfg, "lam", out / "lam", {"store": str(store_dir), "latents": str(latents)})
+    for key in ("nmi", "binding_accuracy_100", "codebook_used", "codebook_size"):
+        metrics[key] = lam.get(key)
+    metrics["train_seconds"]["lam"] = lam.get("train_seconds")
+    atomic_write_json(metrics_path, metrics)
+
+    # 4. dynamics --------------------------------------------------------------------------------
+    console.rule("[bold]4. dynamics")
+    dyn = _train(cfg, "dynamics", out / "dynamics",
+                 {"store": str(store_dir), "latents": str(latents), "lam_model": str(out / "lam" / "model")})
+    for key in ("rollout_psnr", "rollout_ssim", "random_psnr", "copy_last_psnr", "delta_psnr_4",
+                "reward_sign_accuracy", "termination_accuracy"):
+        metrics[key] = dyn.get(key)
+    metrics["train_seconds"]["dynamics"] = dyn.get("train_seconds")
     atomic_write_json(metrics_path, metrics)
 
     metrics["total_seconds"] = metrics.get("total_seconds", 0.0) + (time.perf_counter() - started)

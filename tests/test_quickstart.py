@@ -1,0 +1,27 @@
+"""The whole pipeline end to end on the tiny preset, and its resume."""
+
+from __future__ import annotations
+
+import json
+
+from worldsim.cli import main
+
+
+def test_tiny_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "experiment=tiny", f"out={out}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("recon_psnr", "nmi", "codebook_used", "codebook_size", "delta_psnr_4"):
+        assert metrics[key] is not None, key
+    for key in ("rollout_psnr", "copy_last_psnr"):
+        assert set(metrics[key]) == {"1", "4", "8", "16"}
+        assert all(0 < v < 61 for v in metrics[key].values())
+    assert set(metrics["train_seconds"]) >= {"autoencoder", "lam", "dynamics"}
+    assert (out / "sample.mp4").stat().st_size > 0
+    for stage in ("autoencoder", "lam", "dynamics"):
+        assert (out / stage / "summary.json").is_file()
+
+    # A second run finds every step done and changes nothing it already wrote.
+    before = (out / "dynamics" / "summary.json").read_text()
+    assert main(["quickstart", "experiment=tiny", f"out={out}"]) == 0
+    assert (out / "dynamics" / "summary.json").read_text() == before
