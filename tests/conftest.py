@@ -17,7 +17,17 @@ def tiny_store(tmp_path_factory):
     from envs.record import record
 
     out = tmp_path_factory.mktemp("tiny_store") / "store"
-    record(envs.BUILTIN_GAMES[0], 6, out, policy="sticky", num_envs=2, seed=0, size=32, max_steps=40, progress=False)
+    record(
+        envs.BUILTIN_GAMES[0],
+        6,
+        out,
+        policy="sticky",
+        num_envs=2,
+        seed=0,
+        size=32,
+        max_steps=40,
+        progress=False,
+    )
     return out
 
 

@@ -16,7 +16,9 @@ from worldsim.training.train import run
 
 
 def tiny_cfg(store: Path, run_dir: Path, *extra: str):
-    return compose("train", ["experiment=tiny", f"data.store={store}", f"run_dir={run_dir}", *extra])
+    return compose(
+        "train", ["experiment=tiny", f"data.store={store}", f"run_dir={run_dir}", *extra]
+    )
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -54,7 +56,9 @@ def test_resume_ends_with_the_same_weights(tiny_store, tmp_path):
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tiny_store, tmp_path, monkeypatch):
+def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
+    tiny_store, tmp_path, monkeypatch
+):
     from worldsim.training.autoencoder_module import AutoencoderModule
 
     original = AutoencoderModule.compute_loss
@@ -71,7 +75,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tiny_stor
         run(tiny_cfg(tiny_store, run_dir))
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 10
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_store, tmp_path):
@@ -110,11 +116,28 @@ def test_ddp_on_cpu_with_two_processes(tiny_store, tmp_path):
     exe = Path(sys.executable).with_name("worldsim")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [str(exe), "train", "experiment=tiny", f"data.store={tiny_store}", f"run_dir={run_dir}",
-         "trainer=ddp", "trainer.devices=2", "trainer.max_steps=10", "trainer.ckpt_every=5",
-         "trainer.val_every=5", "trainer.sample_every=5", "trainer.warmup_steps=2", "trainer.log_every=5",
-         "trainer.progress=false", "data.batch_size=4", "data.val_episodes=1"],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            str(exe),
+            "train",
+            "experiment=tiny",
+            f"data.store={tiny_store}",
+            f"run_dir={run_dir}",
+            "trainer=ddp",
+            "trainer.devices=2",
+            "trainer.max_steps=10",
+            "trainer.ckpt_every=5",
+            "trainer.val_every=5",
+            "trainer.sample_every=5",
+            "trainer.warmup_steps=2",
+            "trainer.log_every=5",
+            "trainer.progress=false",
+            "data.batch_size=4",
+            "data.val_episodes=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

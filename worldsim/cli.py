@@ -27,6 +27,8 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("worldsim.training.train:run", "train one stage: stage=autoencoder|lam|dynamics"),
     "quickstart": ("worldsim.quickstart:run", "the whole pipeline on the default game"),
     "info": ("worldsim.data.summary:run", "print the summary of an episode store: store=DIR"),
+    "play": ("worldsim.viewer:run", "play a world model with the keyboard: bundle=DIR"),
+    "rollout": ("worldsim.rollout:run", "write an mp4 of generated worlds: bundle=DIR out=FILE"),
 }
 PLUGIN_GROUP = "worldsim.commands"
 

@@ -437,6 +437,7 @@ class LatentClipDataset(Dataset):
         length: int | None = None,
         normalize: bool = True,
         labels: Sequence[str] | None = None,
+        episodes: Sequence[int] | None = None,
     ) -> None:
         store = latent_store if isinstance(latent_store, LatentStore) else LatentStore(latent_store)
         if clip_len < 1:
@@ -454,6 +455,10 @@ class LatentClipDataset(Dataset):
             )
         lengths = np.array([store.episode_length(i) for i in range(len(store))], np.int64)
         windows = np.maximum(lengths - clip_len + 1, 0)
+        if episodes is not None:  # only these episodes (e.g. a train / held-out split)
+            chosen = np.zeros(len(store), bool)
+            chosen[np.asarray(list(episodes), dtype=np.int64)] = True
+            windows = np.where(chosen, windows, 0)
         if windows.sum() == 0:
             raise ValueError(
                 f"LatentClipDataset: no episode in {store.root} has {clip_len} latent frames "

@@ -14,9 +14,9 @@ when ``resume=true``. Layout of a run directory::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import lightning as L
 import torch
