@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +43,31 @@ def test_autoencoder_stage_writes_everything(tiny_store, tmp_path):
     assert "train/loss" in header and "val/recon_psnr" in header
 
 
-def test_resume_ends_with_the_same_weights(tiny_store, tmp_path):
+def test_resume_ends_with_the_same_weights(tiny_store, tmp_path, monkeypatch):
+    """Ctrl-C at step 10, then resume=true: the same weights as one uninterrupted run."""
+    from worldsim.training.autoencoder_module import AutoencoderModule
+
     straight = tmp_path / "straight"
     run(tiny_cfg(tiny_store, straight))
+
+    original = AutoencoderModule.compute_loss
+
+    def interrupted(self, batch):
+        if self.global_step == 10:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
     split = tmp_path / "split"
-    run(tiny_cfg(tiny_store, split, "trainer.max_steps=10"))
+    monkeypatch.setattr(AutoencoderModule, "compute_loss", interrupted)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown after Ctrl-C
+            run(tiny_cfg(tiny_store, split))
+    finally:
+        signal.signal(signal.SIGINT, handler)
     first_half = final_weights(split)
+    assert torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
+    monkeypatch.setattr(AutoencoderModule, "compute_loss", original)
     run(tiny_cfg(tiny_store, split, "resume=true"))
     a, b = final_weights(straight), final_weights(split)
     assert a.keys() == b.keys()

@@ -8,6 +8,7 @@ Lightning.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import lightning as L
@@ -25,6 +26,23 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100
     betas: tuple[float, float] = (0.9, 0.99)
+    schedule: str = "cosine"  # constant | cosine (to min_lr_ratio * lr at total_steps)
+    total_steps: int = 10000
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"trainer.schedule must be constant or cosine, got {self.schedule!r}")
+
+    def factor(self, step: int) -> float:
+        """Learning-rate multiplier at ``step``: linear warm-up, then constant or cosine decay."""
+        warmup = max(1, self.warmup_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class StageModule(L.LightningModule):
@@ -80,8 +98,7 @@ class StageModule(L.LightningModule):
              {"params": no_decay, "weight_decay": 0.0}],
             lr=self.optim.lr, betas=self.optim.betas,
         )
-        warmup = max(1, self.optim.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.optim.factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

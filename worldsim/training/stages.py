@@ -124,7 +124,7 @@ def _action_meta(latent_store) -> dict | None:
 
 def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
     from worldsim.data import ClipDataset, EpisodeStore
-    from worldsim.data.latent_store import LatentClipDataset
+    from worldsim.data.latent_clips import LatentClipDataset
     from worldsim.latent_action import LatentActionModel
     from worldsim.training.lam_module import LatentActionModule
 
@@ -198,7 +198,7 @@ def lam_figures(labels: list, source, val_ids: list[int], num_codes: int, seed: 
 
 def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
     from worldsim.autoencoder import Autoencoder, config_from_dict
-    from worldsim.data.latent_store import LatentClipDataset
+    from worldsim.data.latent_clips import LatentClipDataset
     from worldsim.dynamics import DynamicsModel
     from worldsim.heads import RewardTerminationHeads
     from worldsim.heads import config_from_preset as heads_preset

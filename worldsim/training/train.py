@@ -44,7 +44,8 @@ class Stage:
 
 def optim_config(trainer_cfg: DictConfig) -> OptimConfig:
     return OptimConfig(lr=float(trainer_cfg.lr), weight_decay=float(trainer_cfg.weight_decay),
-                       warmup_steps=int(trainer_cfg.warmup_steps))
+                       warmup_steps=int(trainer_cfg.warmup_steps), schedule=str(trainer_cfg.schedule),
+                       total_steps=int(trainer_cfg.max_steps))
 
 
 def _stage_builders() -> dict[str, Callable[[DictConfig, Path], Stage]]:

@@ -1,0 +1,167 @@
+"""Gymnasium env and vector env over a tiny untrained world model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import worldsim.env  # noqa: F401  (registers worldsim/WorldModel-v0)
+from worldsim.bundle import load_bundle, untrained_bundle
+from worldsim.env import ENV_ID, WorldModelEnv, WorldModelVectorEnv
+
+DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return untrained_bundle(tmp_path_factory.mktemp("env") / "w", action_space=DISCRETE3)
+
+
+@pytest.fixture(scope="module")
+def lively(bundle_dir):
+    """The bundle with the dynamics' zero-initialised output randomised (samples depend on
+    noise and actions), and a termination head that fires on every step."""
+    b = load_bundle(bundle_dir)
+    torch.manual_seed(2)
+    for p in b.dynamics.final.parameters():
+        p.data.normal_(0, 0.2)
+    return b
+
+
+def _vec(bundle, n, **kw):
+    return gym.make_vec(
+        ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", bundle=bundle, **kw
+    )
+
+
+@pytest.mark.parametrize("obs_type", ["pixels", "latents"])
+def test_check_env_passes(bundle_dir, obs_type):
+    env = gym.make(ENV_ID, bundle=bundle_dir, obs_type=obs_type, render_mode="rgb_array")
+    check_env(env.unwrapped)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert env.render().shape == (32, 32, 3)
+
+
+def test_spaces_follow_the_action_type(bundle_dir):
+    env = WorldModelEnv(bundle_dir, action_type="real", obs_type="latents")
+    assert env.action_space == gym.spaces.Discrete(3)
+    assert env.observation_space.shape == (4, 8, 8) and env.observation_space.dtype == np.float32
+    env.reset(seed=1)
+    _, reward, terminated, truncated, info = env.step(2)
+    assert isinstance(reward, float) and isinstance(terminated, bool) and "uncertainty" in info
+    with pytest.raises(ValueError, match="not in the action space"):
+        env.step(3)
+    with pytest.raises(ValueError, match="obs_type must be one of"):
+        WorldModelEnv(bundle_dir, obs_type="rgb")
+    with pytest.raises(ValueError, match="needs bundle=PATH"):
+        WorldModelEnv()
+    with pytest.raises(ValueError, match=r"reset options \['ctx'\]"):
+        env.reset(options={"ctx": 0})
+
+
+def _run(env, seed, actions):
+    obs = [env.reset(seed=seed)[0]]
+    for a in actions:
+        obs.append(env.step(a)[0])
+    return np.stack(obs)
+
+
+def test_same_seed_same_actions_repeat_exactly(lively):
+    env = WorldModelEnv(lively)
+    actions = [0, 3, 1, 1, 2]
+    a, b, c = _run(env, 7, actions), _run(env, 7, actions), _run(env, 8, actions)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    first = env.reset(seed=3, options={"context": 1})[0]
+    assert np.array_equal(first, env.reset(seed=4, options={"context": 1})[0])
+
+
+def test_vector_env_same_seed_repeats(lively):
+    venv = WorldModelVectorEnv(3, lively, max_episode_steps=3)
+    actions = [np.array([i % 4, 1, 2]) for i in range(6)]
+    a, b = _run(venv, 11, actions), _run(venv, 11, actions)
+    assert a.shape == (7, 3, 32, 32, 3) and np.array_equal(a, b)
+    assert not np.array_equal(a, _run(venv, 12, actions))
+
+
+def test_vector_env_autoresets_on_the_next_step(lively):
+    venv = WorldModelVectorEnv(2, lively, max_episode_steps=2, obs_type="latents")
+    assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    venv.reset(seed=0)
+    flags = [venv.step(np.array([0, 1]))[3].tolist() for _ in range(3)]
+    assert flags == [[False, False], [True, True], [False, False]]
+    assert venv.sim.steps_taken.tolist() == [0, 0]  # the third step was the reset
+    # A termination head that always fires: terminated now, reward 0 and a fresh start next.
+    lively.heads.termination_out.bias.data.fill_(10.0)
+    try:
+        venv = WorldModelVectorEnv(2, lively, return_torch=True)
+        venv.reset(seed=0, options={"context": [0, 1]})
+        obs, reward, term, trunc, info = venv.step(torch.tensor([0, 1]))
+        assert term.tolist() == [True, True] and isinstance(obs, torch.Tensor)
+        obs, reward, term, trunc, info = venv.step(torch.tensor([2, 3]))
+        assert term.tolist() == [False, False] and torch.equal(reward, torch.zeros(2))
+        assert info["uncertainty"].shape == (2,) and info["_uncertainty"].all()
+    finally:
+        lively.heads.termination_out.bias.data.fill_(0.0)
+
+
+def test_partial_reset_and_render(lively):
+    venv = WorldModelVectorEnv(2, lively, render_mode="rgb_array")
+    venv.reset(seed=0)
+    venv.step(np.array([1, 1]))
+    venv.reset(options={"reset_mask": np.array([False, True]), "context": 0})
+    assert venv.sim.steps_taken.tolist() == [1, 0]
+    frames = venv.render()
+    assert len(frames) == 2 and frames[0].shape == (32, 32, 3)
+
+
+def test_standard_wrappers_train_loop(bundle_dir):
+    env = gym.wrappers.RecordEpisodeStatistics(
+        gym.make(
+            ENV_ID, bundle=bundle_dir, obs_type="latents", max_episode_steps=25, sampler_steps=1
+        )
+    )
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    episodes = 0
+    for _ in range(300):
+        _, _, term, trunc, info = env.step(env.action_space.sample())
+        if term or trunc:
+            episodes += 1
+            assert info["episode"]["l"] == 25
+            env.reset()
+    assert episodes == 12
+    venv = gym.wrappers.vector.RecordEpisodeStatistics(
+        _vec(bundle_dir, 4, obs_type="latents", max_episode_steps=20, sampler_steps=1)
+    )
+    venv.action_space.seed(0)
+    venv.reset(seed=0)
+    finished = 0
+    for _ in range(80):
+        _, _, _, _, info = venv.step(venv.action_space.sample())
+        if "episode" in info:
+            finished += int(info["_episode"].sum())
+            assert (info["episode"]["l"][info["_episode"]] == 20).all()
+    assert finished == 12  # episodes end at steps 20, 41, 62 (one step lost to each reset)
+
+
+def test_make_from_a_fresh_process(bundle_dir):
+    code = (
+        "import gymnasium as gym\n"
+        f"env = gym.make('worldsim.env:{ENV_ID}', bundle=r'{bundle_dir}')\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "import worldsim.env\n"
+        f"v = gym.make_vec('{ENV_ID}', num_envs=2, vectorization_mode='vector_entry_point', "
+        f"bundle=r'{bundle_dir}')\n"
+        "print(obs.shape, v.reset(seed=0)[0].shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "(32, 32, 3) (2, 32, 32, 3)" in out.stdout

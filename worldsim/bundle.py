@@ -1,0 +1,482 @@
+"""A Simulator bundle: one directory holding everything a trained world needs to run.
+
+Layout (every file is written into a temporary sibling directory that is renamed into place at
+the end, so a half-written bundle never exists under the final name)::
+
+    bundle.json           format version, worldsim version, each network's config, the action
+                          setup (action_source, num_latent_actions, the game's action space),
+                          frame size, fps, source game id
+    autoencoder.{json,safetensors}   frame autoencoder (``worldsim.weights`` format)
+    dynamics.{json,safetensors}      spatiotemporal DiT
+    heads.{json,safetensors}         reward / termination heads (optional)
+    lam.{json,safetensors}           latent action model (optional)
+    latent_stats.json     per-channel ``mean`` / ``std`` of the latents the dynamics works on
+    binding.json          latent code <-> real action binding (optional)
+    contexts.npz          start contexts: ``frames`` uint8 [N, k, H, W, 3] and optionally
+                          ``actions`` ([N, k-1] int64 or [N, k-1, a] float32, in the form the
+                          dynamics is conditioned on; for ``action_source="both"`` two arrays
+                          ``actions_codes`` and ``actions_vectors``)
+
+**Action setup.** ``action_source`` says what the dynamics was trained on: ``latent`` (codes of
+the latent action model), ``real`` (the game's own actions) or ``both`` (a tuple of a latent
+code and the real action as a vector, one-hot for a discrete game). The Simulator converts
+between the two kinds through the binding (see ``worldsim.simulator``).
+
+einops legend: n contexts, k context frames, H W frame size, c latent channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import worldsim
+from worldsim.autoencoder import Autoencoder, AutoencoderConfig
+from worldsim.binding import ActionBinding
+from worldsim.dynamics import DynamicsConfig, DynamicsModel
+from worldsim.heads import HeadsConfig, RewardTerminationHeads
+from worldsim.latent_action import LatentActionConfig, LatentActionModel
+from worldsim.weights import WeightsError, load_into, save_weights
+
+BUNDLE_FORMAT = 1
+SUPPORTED_FORMATS = (1,)
+ACTION_SOURCES = ("latent", "real", "both")
+META_KEYS = ("action_source", "action_space", "fps", "game", "num_latent_actions")
+_NETWORKS: dict[str, tuple[type, type]] = {
+    "autoencoder": (Autoencoder, AutoencoderConfig),
+    "dynamics": (DynamicsModel, DynamicsConfig),
+    "heads": (RewardTerminationHeads, HeadsConfig),
+    "lam": (LatentActionModel, LatentActionConfig),
+}
+
+
+class BundleError(RuntimeError):
+    """A bundle directory is missing, incomplete, of an unknown format, or inconsistent."""
+
+
+@dataclass
+class Bundle:
+    """The loaded parts of a bundle (networks in eval mode on the CPU, float32)."""
+
+    path: Path
+    autoencoder: Autoencoder
+    dynamics: DynamicsModel
+    latent_mean: torch.Tensor  # [c]
+    latent_std: torch.Tensor  # [c]
+    contexts: np.ndarray  # uint8 [n, k, H, W, 3]
+    context_actions: Any = None  # [n, k-1] | [n, k-1, a] | (codes, vectors) | None
+    heads: RewardTerminationHeads | None = None
+    lam: LatentActionModel | None = None
+    binding: ActionBinding | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def action_source(self) -> str:
+        return self.meta["action_source"]
+
+    @property
+    def action_space(self) -> dict[str, Any] | None:
+        """The real game's action space JSON (``{"type": "discrete", "n": ..}`` or box), or None."""
+        return self.meta.get("action_space")
+
+    @property
+    def num_latent_actions(self) -> int | None:
+        return self.meta.get("num_latent_actions")
+
+    @property
+    def fps(self) -> float:
+        return float(self.meta.get("fps") or 15.0)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return (self.autoencoder.cfg.frame_height, self.autoencoder.cfg.frame_width)
+
+
+# --------------------------------------------------------------------------------- saving
+def _config_of(name: str, net: nn.Module) -> Any:
+    cfg = getattr(net, "cfg", None)
+    if not dataclasses.is_dataclass(cfg):
+        raise BundleError(f"save_bundle: {name} ({type(net).__name__}) has no dataclass config")
+    return cfg
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _check_contexts(contexts: Any, frame_size: tuple[int, int]) -> np.ndarray:
+    frames = _as_numpy(contexts)
+    if frames.ndim == 4:  # one context [k, H, W, 3]
+        frames = frames[None]
+    if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
+        raise BundleError(
+            f"save_bundle: contexts must be uint8 [N, k, H, W, 3], got {frames.dtype} "
+            f"{list(frames.shape)}"
+        )
+    if tuple(frames.shape[2:4]) != frame_size or frames.shape[0] < 1:
+        raise BundleError(
+            f"save_bundle: contexts are {frames.shape[2]}x{frames.shape[3]} frames but the "
+            f"autoencoder expects {frame_size[0]}x{frame_size[1]} (and N >= 1)"
+        )
+    return frames
+
+
+def _infer_meta(meta: dict[str, Any], dynamics, lam, binding) -> dict[str, Any]:
+    unknown = sorted(set(meta) - set(META_KEYS))
+    if unknown:
+        raise BundleError(f"save_bundle: unknown meta key(s) {unknown}; allowed: {list(META_KEYS)}")
+    out = dict(meta)
+    source = out.setdefault("action_source", "latent")
+    if source not in ACTION_SOURCES:
+        raise BundleError(
+            f"save_bundle: action_source must be one of {ACTION_SOURCES}, got {source!r}"
+        )
+    if out.get("num_latent_actions") is None:
+        if lam is not None:
+            out["num_latent_actions"] = lam.cfg.num_codes
+        elif source in ("latent", "both"):
+            out["num_latent_actions"] = dynamics.cfg.num_actions
+        elif binding is not None:
+            out["num_latent_actions"] = binding.num_codes
+        else:
+            out["num_latent_actions"] = None
+    out.setdefault("action_space", None)
+    out.setdefault("fps", 15.0)
+    out.setdefault("game", None)
+    return out
+
+
+def _check_action_setup(
+    meta: dict[str, Any], dyn_cfg: DynamicsConfig, heads_cfg, where: str
+) -> None:
+    """The dynamics (and heads) action conditioning must fit the declared action source."""
+    source, space = meta["action_source"], meta.get("action_space")
+    want = {"latent": ("discrete",), "real": ("discrete", "continuous"), "both": ("both",)}[source]
+    if dyn_cfg.action_type not in want:
+        raise BundleError(
+            f"{where}: action_source={source!r} needs a dynamics action_type in {want}, got "
+            f"{dyn_cfg.action_type!r}"
+        )
+    if source in ("real", "both") and not space:
+        raise BundleError(
+            f"{where}: action_source={source!r} needs the game's action_space in meta"
+        )
+    if heads_cfg is not None:
+        for key in ("action_type", "num_actions", "action_dim"):
+            if getattr(heads_cfg, key) != getattr(dyn_cfg, key):
+                raise BundleError(
+                    f"{where}: heads.{key}={getattr(heads_cfg, key)!r} differs from "
+                    f"dynamics.{key}={getattr(dyn_cfg, key)!r}; both see the same actions"
+                )
+
+
+def save_bundle(
+    path: str | os.PathLike,
+    *,
+    autoencoder: Autoencoder,
+    dynamics: DynamicsModel,
+    latent_mean: Any,
+    latent_std: Any,
+    contexts: Any,
+    context_actions: Any = None,
+    heads: RewardTerminationHeads | None = None,
+    lam: LatentActionModel | None = None,
+    binding: ActionBinding | None = None,
+    meta: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle directory at ``path`` atomically; returns the path.
+
+    ``meta`` may hold ``action_source`` (latent|real|both, default latent), ``action_space``
+    (the game's action space JSON), ``fps``, ``game`` (source id) and ``num_latent_actions``.
+    An existing ``path`` is replaced only with ``overwrite=True``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BundleError(f"save_bundle: {path} exists; pass overwrite=True to replace it")
+    frame_size = (autoencoder.cfg.frame_height, autoencoder.cfg.frame_width)
+    frames = _check_contexts(contexts, frame_size)
+    mean, std = _as_numpy(latent_mean).astype(np.float64), _as_numpy(latent_std).astype(np.float64)
+    c = dynamics.cfg.latent_channels
+    if mean.shape != (c,) or std.shape != (c,) or (std <= 0).any():
+        raise BundleError(
+            f"save_bundle: latent_mean/latent_std must be [{c}] (std > 0), got "
+            f"{list(mean.shape)} / {list(std.shape)}"
+        )
+    info = _infer_meta(dict(meta or {}), dynamics, lam, binding)
+    _check_action_setup(info, dynamics.cfg, heads.cfg if heads else None, "save_bundle")
+    nets = {"autoencoder": autoencoder, "dynamics": dynamics, "heads": heads, "lam": lam}
+    doc = {
+        "format_version": BUNDLE_FORMAT,
+        "worldsim_version": worldsim.__version__,
+        "networks": {
+            name: dataclasses.asdict(_config_of(name, net))
+            for name, net in nets.items()
+            if net is not None
+        },
+        "frame_size": list(frame_size),
+        **info,
+    }
+    arrays = {"frames": frames}
+    if context_actions is not None:
+        if isinstance(context_actions, tuple):
+            arrays["actions_codes"] = _as_numpy(context_actions[0]).astype(np.int64)
+            arrays["actions_vectors"] = _as_numpy(context_actions[1]).astype(np.float32)
+        else:
+            acts = _as_numpy(context_actions)
+            arrays["actions"] = acts.astype(np.int64 if acts.ndim == 2 else np.float32)
+        lead = next(a for k, a in arrays.items() if k != "frames").shape[:2]
+        if tuple(lead) != (frames.shape[0], frames.shape[1] - 1):
+            raise BundleError(
+                f"save_bundle: context_actions lead shape {list(lead)} must be "
+                f"[N={frames.shape[0]}, k-1={frames.shape[1] - 1}]"
+            )
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        for name, net in nets.items():
+            if net is not None:
+                save_weights(net, _config_of(name, net), tmp, name)
+        (tmp / "latent_stats.json").write_text(
+            json.dumps({"mean": mean.tolist(), "std": std.tolist()}, indent=2)
+        )
+        if binding is not None:
+            (tmp / "binding.json").write_text(json.dumps(binding.to_dict()))
+        np.savez_compressed(tmp / "contexts.npz", **arrays)
+        (tmp / "bundle.json").write_text(json.dumps(doc, indent=2))  # last: marks completion
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------- loading
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise BundleError(f"bundle {path.parent}: missing file {path.name}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BundleError(f"bundle file {path} is not valid JSON: {err}") from err
+
+
+def _build(root: Path, name: str, configs: dict[str, Any]) -> nn.Module:
+    cls, cfg_cls = _NETWORKS[name]
+    try:
+        cfg = cfg_cls(**configs[name])
+    except (TypeError, ValueError) as err:
+        raise BundleError(
+            f"bundle {root}: bundle.json networks.{name} is not a valid config: {err}"
+        ) from err
+    net = cls(cfg)
+    for suffix in (".json", ".safetensors"):
+        if not (root / f"{name}{suffix}").is_file():
+            raise BundleError(f"bundle {root}: missing file {name}{suffix}")
+    try:
+        load_into(net, root, name)
+    except WeightsError as err:
+        raise BundleError(f"bundle {root}: {name} weights do not fit their config: {err}") from err
+    return net.eval()
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read a bundle directory written by :func:`save_bundle`; raises :class:`BundleError`."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"bundle directory {root} does not exist (or is not a directory)")
+    doc = _read_json(root / "bundle.json")
+    version = doc.get("format_version")
+    if version not in SUPPORTED_FORMATS:
+        raise BundleError(
+            f"bundle {root}: format version {version!r} is not supported; this worldsim "
+            f"({worldsim.__version__}) reads versions {list(SUPPORTED_FORMATS)}"
+        )
+    configs = doc.get("networks", {})
+    for required in ("autoencoder", "dynamics"):
+        if required not in configs:
+            raise BundleError(f"bundle {root}: bundle.json lists no {required!r} network")
+    nets = {name: _build(root, name, configs) if name in configs else None for name in _NETWORKS}
+    meta = {k: doc.get(k) for k in META_KEYS}
+    if meta["action_source"] not in ACTION_SOURCES:
+        raise BundleError(
+            f"bundle {root}: action_source {meta['action_source']!r} not in {ACTION_SOURCES}"
+        )
+    _check_action_setup(
+        meta, nets["dynamics"].cfg, nets["heads"] and nets["heads"].cfg, f"bundle {root}"
+    )
+    stats = _read_json(root / "latent_stats.json")
+    c = nets["dynamics"].cfg.latent_channels
+    try:
+        mean = torch.tensor(stats["mean"], dtype=torch.float32)
+        std = torch.tensor(stats["std"], dtype=torch.float32)
+    except KeyError as err:
+        raise BundleError(f"bundle {root}: latent_stats.json lacks key {err}") from err
+    if mean.shape != (c,) or std.shape != (c,):
+        raise BundleError(f"bundle {root}: latent_stats.json mean/std must have {c} channels")
+    binding = None
+    if (root / "binding.json").is_file():
+        try:
+            binding = ActionBinding.from_dict(_read_json(root / "binding.json"))
+        except ValueError as err:
+            raise BundleError(f"bundle {root}: binding.json: {err}") from err
+    if not (root / "contexts.npz").is_file():
+        raise BundleError(f"bundle {root}: missing file contexts.npz")
+    with np.load(root / "contexts.npz") as data:
+        if "frames" not in data:
+            raise BundleError(f"bundle {root}: contexts.npz lacks the 'frames' array")
+        frames = data["frames"]
+        if "actions_codes" in data:
+            actions: Any = (data["actions_codes"], data["actions_vectors"])
+        else:
+            actions = data["actions"] if "actions" in data else None
+    ae = nets["autoencoder"]
+    if tuple(frames.shape[2:4]) != (ae.cfg.frame_height, ae.cfg.frame_width):
+        raise BundleError(
+            f"bundle {root}: contexts.npz frames {list(frames.shape)} do not match the "
+            f"autoencoder's {ae.cfg.frame_height}x{ae.cfg.frame_width}"
+        )
+    return Bundle(
+        path=root,
+        autoencoder=ae,
+        dynamics=nets["dynamics"],
+        latent_mean=mean,
+        latent_std=std,
+        contexts=frames,
+        context_actions=actions,
+        heads=nets["heads"],
+        lam=nets["lam"],
+        binding=binding,
+        meta=meta,
+    )
+
+
+def load_simulator(
+    path: str | os.PathLike | Bundle,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    **options: Any,
+):
+    """Load a bundle and wrap it in a :class:`worldsim.simulator.Simulator`.
+
+    ``options`` go to the Simulator (``batch``, ``sampler_steps``, ``context_noise``,
+    ``cfg_scale``, ``window``, ``action_type``, ``autocast``, ``history``).
+    """
+    from worldsim.simulator import Simulator
+
+    bundle = path if isinstance(path, Bundle) else load_bundle(path)
+    return Simulator(bundle, device=device, dtype=dtype, **options)
+
+
+def untrained_bundle(
+    path: str | os.PathLike,
+    preset: str = "tiny",
+    *,
+    heads: bool = True,
+    num_contexts: int = 4,
+    context_frames: int = 2,
+    action_source: str = "latent",
+    action_space: dict[str, Any] | None = None,
+    seed: int = 0,
+    overwrite: bool = True,
+) -> Path:
+    """Write a bundle of freshly initialised ``preset`` networks (for tests and benchmarks:
+    untrained weights cost the same FLOPs as trained ones). The dynamics and heads take the
+    autoencoder's latent shape; the start contexts are random frames. With an ``action_space``
+    (discrete), a binding fitted on random (code, action) pairs is included."""
+    from worldsim import autoencoder as ae_mod
+    from worldsim import dynamics as dyn_mod
+    from worldsim import heads as heads_mod
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ae = Autoencoder(ae_mod.config_from_preset(preset))
+    c, h, w = ae.latent_shape(ae.cfg.frame_height, ae.cfg.frame_width)
+    shape = dict(latent_channels=c, latent_height=h, latent_width=w)
+    n_real = int(action_space["n"]) if action_space and action_space["type"] == "discrete" else 0
+    act: dict[str, Any] = {}
+    if action_source == "real":
+        act = (
+            dict(action_type="discrete", num_actions=n_real)
+            if n_real
+            else dict(action_type="continuous", action_dim=int(np.prod(action_space["shape"])))
+        )
+    elif action_source == "both":
+        act = dict(action_type="both", action_dim=n_real)
+    dyn = DynamicsModel(dyn_mod.config_from_preset(preset, **shape, **act))
+    hd = (
+        RewardTerminationHeads(
+            heads_mod.config_from_preset(
+                preset if preset in heads_mod.PRESETS else "tiny",
+                **shape,
+                num_actions=dyn.cfg.num_actions,
+                action_type=dyn.cfg.action_type,
+                action_dim=dyn.cfg.action_dim,
+            )
+        )
+        if heads
+        else None
+    )
+    codes = dyn.cfg.num_actions if action_source != "real" else 8
+    binding = None
+    if n_real:
+        pairs = rng.integers(0, [codes, n_real], size=(256, 2))
+        binding = ActionBinding.fit(pairs[:, 0], pairs[:, 1], codes, n_real)
+    frames = rng.integers(
+        0,
+        256,
+        (num_contexts, context_frames, ae.cfg.frame_height, ae.cfg.frame_width, 3),
+        dtype=np.uint8,
+    )
+    ctx_actions: Any = None
+    if action_source == "latent":
+        ctx_actions = rng.integers(0, codes, (num_contexts, context_frames - 1))
+    return save_bundle(
+        path,
+        autoencoder=ae,
+        dynamics=dyn,
+        latent_mean=np.zeros(c),
+        latent_std=np.ones(c),
+        contexts=frames,
+        context_actions=ctx_actions,
+        heads=hd,
+        binding=binding,
+        overwrite=overwrite,
+        meta={
+            "action_source": action_source,
+            "action_space": action_space,
+            "fps": 15.0,
+            "game": f"untrained-{preset}",
+            "num_latent_actions": codes if (action_source != "real" or binding) else None,
+        },
+    )
+
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "untrained_bundle",
+    "SUPPORTED_FORMATS",
+    "Bundle",
+    "BundleError",
+    "load_bundle",
+    "load_simulator",
+    "save_bundle",
+]

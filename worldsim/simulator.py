@@ -1,0 +1,520 @@
+"""The Simulator: B generated worlds stepped at once, in pure torch (no gymnasium, no pygame).
+
+``reset(context)`` encodes real frames (a bundle start context, a dataset episode, or a single
+picture) with the autoencoder, normalises the latents with the bundle's per-channel stats, and
+prefills the dynamics' KV cache; ``step(actions)`` samples the next latent of every world with
+the flow sampler (``worldsim.flow.sample_next``), which writes the finished frame back into the
+cache, and runs the reward / termination heads on ``(z_t, a_t, z_t+1)``. Frames are decoded only
+when asked (``step(..., decode=True)`` or ``render()``), so agents that act on latents never pay
+for the decoder.
+
+Implementation details:
+
+1. **Rolling window.** The cache keeps the last ``window`` frames (default: the dynamics'
+   ``context_window``); the cache's tensors have a fixed shape, so memory is flat however long
+   a rollout runs (``tests/test_simulator.py`` checks 10,000 steps).
+2. **Partial reset.** ``reset(mask=...)`` prefills a copy of the chosen worlds' cache slots and
+   writes it back (``KVCache.select`` / ``assign``); the other worlds continue untouched. This
+   is what the vector env's auto-reset uses.
+3. **Actions.** ``action_type="latent"`` (default) takes latent action codes, ``"real"`` the
+   game's actions. They are converted to what the dynamics was trained on (the bundle's
+   ``action_source``) through the binding; a real action the binding never saw maps to code 0,
+   a code never bound maps to real action 0 (NOOP in Atari-style games).
+4. **Context actions.** When a context comes without actions in the model's form, the bundle's
+   latent action model (if any) labels its transitions; otherwise they get the dynamics' learned
+   ``null`` action (the one classifier-free guidance is trained with).
+5. **Uncertainty** (``StepResult.uncertainty``): the root-mean-square gap, in normalised latent
+   units, between the sampler's first clean-frame estimate ``x0 = x_1 - v(x_1, 1)`` (a one-step
+   guess from pure noise) and the final sample. Where the model is sure of the next frame the
+   Euler steps barely revise the first guess; where it hesitates they move far. It costs
+   nothing extra; with ``sampler_steps=1`` it is 0 by construction.
+6. **Rewind.** With ``history=H > 0`` the Simulator keeps copies of the cache, the last latent
+   and the step counters from before each of the last ``H`` steps (a ring of snapshots);
+   ``rewind(n)`` restores the state of ``n`` steps ago. Memory: ``H`` cache copies, so keep it
+   for the viewer (B=1) and leave it 0 for batched training.
+7. **Precision.** ``dtype`` casts the networks and the cache (e.g. ``torch.bfloat16``);
+   ``autocast=True`` runs the networks under bf16 autocast on CUDA (ignored on CPU).
+
+einops legend: b worlds, k context frames, c latent channels, h w latent grid, H W frame size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldsim.bundle import Bundle
+from worldsim.data.clips import resize_frames
+from worldsim.data.episode import Episode, frames_to_tensor
+from worldsim.flow import sample_next
+from worldsim.nn.attention import KVCache
+
+ACTION_TYPES = ("latent", "real")
+
+
+@dataclass
+class StepResult:
+    """What one step (or a reset) of B worlds returns; tensors live on the Simulator's device."""
+
+    latents: torch.Tensor  # [b, c, h, w] normalised latents of the newest frame
+    reward: torch.Tensor  # [b] float32 (0 without reward head)
+    terminated: torch.Tensor  # [b] bool (False without termination head)
+    uncertainty: torch.Tensor  # [b] float32, see the module docstring (item 5)
+    frames: torch.Tensor | None = None  # [b, H, W, 3] uint8, only when decoded
+
+
+@dataclass
+class _Snapshot:
+    cache: KVCache
+    z: torch.Tensor
+    t: torch.Tensor
+
+
+class _FirstGuess:
+    """Stands in for the dynamics inside ``sample_next`` and keeps the first estimate of the
+    clean frame, ``x0 = x_s - s v`` (rectified flow), for the uncertainty figure."""
+
+    def __init__(self, net) -> None:
+        self.net, self.cfg, self.first = net, net.cfg, None
+
+    def parameters(self):
+        return self.net.parameters()
+
+    def prefill(self, *args, **kwargs):
+        return self.net.prefill(*args, **kwargs)
+
+    def step(self, cache, z_new, noise_level, action, step_size=None, write=False):
+        v = self.net.step(cache, z_new, noise_level, action, step_size=step_size, write=write)
+        if self.first is None and not write and action is not None:
+            self.first = z_new - noise_level[:, None, None, None].to(v.dtype) * v
+        return v
+
+
+class Simulator:
+    """B worlds of a bundle's world model, KV-cached, on CPU or CUDA.
+
+    Args:
+        bundle: a loaded :class:`~worldsim.bundle.Bundle` (see ``worldsim.load_simulator``).
+        device, dtype: where and in which precision the networks run.
+        batch: number of worlds B (``reset(batch=...)`` changes it).
+        sampler_steps: Euler steps per frame; context_noise: the level labelling context
+            frames; cfg_scale: classifier-free guidance weight (1 = off); window: cached frames.
+        action_type: what ``step`` takes: ``latent`` codes or the game's ``real`` actions.
+        autocast: bf16 autocast on CUDA. history: snapshots kept for ``rewind``.
+        seed: seed of the Simulator's torch generator (``reset(generator=...)`` replaces it).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        batch: int = 1,
+        sampler_steps: int = 4,
+        context_noise: float = 0.1,
+        cfg_scale: float = 1.0,
+        window: int | None = None,
+        action_type: str = "latent",
+        autocast: bool = False,
+        history: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        if action_type not in ACTION_TYPES:
+            raise ValueError(
+                f"Simulator: action_type must be one of {ACTION_TYPES}, got {action_type!r}"
+            )
+        if sampler_steps < 1 or batch < 1 or history < 0:
+            raise ValueError(
+                f"Simulator: need sampler_steps >= 1, batch >= 1, history >= 0; got "
+                f"{sampler_steps}, {batch}, {history}"
+            )
+        self.bundle = bundle
+        self.device = torch.device(device)
+        self.dtype = dtype or torch.float32
+        self.autoencoder = bundle.autoencoder.to(self.device, self.dtype).eval()
+        self.dynamics = bundle.dynamics.to(self.device, self.dtype).eval()
+        self.heads = bundle.heads.to(self.device, self.dtype).eval() if bundle.heads else None
+        self.lam = bundle.lam.to(self.device, self.dtype).eval() if bundle.lam else None
+        self.sampler_steps, self.context_noise, self.cfg_scale = (
+            sampler_steps,
+            context_noise,
+            cfg_scale,
+        )
+        self.window = window or self.dynamics.cfg.context_window
+        self.action_type = action_type
+        self.autocast = autocast
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+        c = self.dynamics.cfg.latent_channels
+        self._mean = bundle.latent_mean.to(self.device).view(1, c, 1, 1)
+        self._std = bundle.latent_std.to(self.device).view(1, c, 1, 1)
+        self._tables = self._binding_tables()
+        self._history: deque[_Snapshot] = deque(maxlen=history)
+        self._alloc(batch)
+
+    # ------------------------------------------------------------------ shapes and spaces
+    @property
+    def batch(self) -> int:
+        return self.cache.batch
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.bundle.frame_size
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        cfg = self.dynamics.cfg
+        return (cfg.latent_channels, cfg.latent_height, cfg.latent_width)
+
+    @property
+    def context_frames(self) -> int:
+        """k: frames per start context of the bundle."""
+        return int(self.bundle.contexts.shape[1])
+
+    @property
+    def latents(self) -> torch.Tensor:
+        """``[b, c, h, w]`` normalised latents of every world's newest frame."""
+        return self._z
+
+    @property
+    def steps_taken(self) -> torch.Tensor:
+        """``[b]`` steps since each world's last reset."""
+        return self._t
+
+    def num_actions(self, action_type: str | None = None) -> int | None:
+        """Number of discrete actions of a kind (``None`` for a continuous real space)."""
+        kind = action_type or self.action_type
+        if kind == "latent":
+            return self.bundle.num_latent_actions
+        space = self.bundle.action_space or {}
+        return int(space["n"]) if space.get("type") == "discrete" else None
+
+    def _alloc(self, batch: int) -> None:
+        self.cache = self.dynamics.init_cache(
+            batch, self.window, device=self.device, dtype=self.dtype
+        )
+        self._z = torch.zeros(batch, *self.latent_shape, device=self.device, dtype=self.dtype)
+        self._t = torch.zeros(batch, dtype=torch.long, device=self.device)
+        self._frames: torch.Tensor | None = None
+        self._history.clear()
+
+    def _amp(self):
+        if self.autocast and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ encode / decode
+    @torch.no_grad()
+    def encode(self, frames: Any) -> torch.Tensor:
+        """uint8 frames ``[b, t, H, W, 3]`` -> normalised latents ``[b, t, c, h, w]``."""
+        x = frames_to_tensor(
+            torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames)
+        )
+        with self._amp():
+            z = self.autoencoder.encode(x.to(self.device, self.dtype))
+        return ((z - self._mean[:, None]) / self._std[:, None]).to(self.dtype)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents ``[b, c, h, w]`` -> uint8 frames ``[b, H, W, 3]`` (on the device)."""
+        with self._amp():
+            x = self.autoencoder.decode((z * self._std + self._mean).to(self.dtype))
+        return x.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
+
+    def render(self) -> torch.Tensor:
+        """The newest frame of every world, uint8 ``[b, H, W, 3]`` (decoded once per step)."""
+        if self._frames is None:
+            self._frames = self.decode(self._z)
+        return self._frames
+
+    # ------------------------------------------------------------------ actions
+    def _binding_tables(self) -> dict[str, torch.Tensor]:
+        b = self.bundle.binding
+        if b is None:
+            return {}
+        to_latent = torch.as_tensor(np.where(b.action_to_code < 0, 0, b.action_to_code))
+        to_real = torch.as_tensor(np.where(b.code_to_action < 0, 0, b.code_to_action))
+        return {"to_latent": to_latent.to(self.device), "to_real": to_real.to(self.device)}
+
+    def _lookup(self, table: str, x: torch.Tensor) -> torch.Tensor:
+        if table not in self._tables:
+            raise ValueError(
+                f"bundle {self.bundle.path}: the dynamics was trained on "
+                f"{self.bundle.action_source!r} actions and has no binding.json to convert the "
+                "other kind; use the action type the dynamics was trained on"
+            )
+        return self._tables[table][x]
+
+    def _one_hot(self, real: torch.Tensor) -> torch.Tensor:
+        space = self.bundle.action_space
+        if space["type"] == "discrete":
+            return torch.nn.functional.one_hot(real.long(), int(space["n"])).to(self.dtype)
+        return real.to(self.dtype)
+
+    def _check(self, acts: torch.Tensor, kind: str, b: int) -> torch.Tensor:
+        n = self.num_actions(kind)
+        if n is None and kind == "latent":
+            raise ValueError(
+                f"bundle {self.bundle.path} has no latent actions (the dynamics was trained on "
+                "continuous real actions and there is no binding.json); use action_type='real'"
+            )
+        if n is None:  # continuous real actions [b, a]
+            dim = int(np.prod(self.bundle.action_space["shape"]))
+            if tuple(acts.shape) != (b, dim):
+                raise ValueError(
+                    f"Simulator: real actions must be [{b}, {dim}], got {tuple(acts.shape)}"
+                )
+            return acts.to(self.dtype)
+        if tuple(acts.shape) != (b,) or acts.is_floating_point():
+            raise ValueError(
+                f"Simulator: {kind} actions must be integers [{b}] (one per world), got "
+                f"{acts.dtype} {tuple(acts.shape)}"
+            )
+        if acts.numel() and (int(acts.min()) < 0 or int(acts.max()) >= n):
+            raise ValueError(
+                f"Simulator: {kind} actions must lie in [0, {n}), got "
+                f"[{int(acts.min())}, {int(acts.max())}]"
+            )
+        return acts.long()
+
+    def model_actions(self, actions: Any, action_type: str | None = None, batch: int | None = None):
+        """Convert actions of a kind (``[b]`` ints, or ``[b, a]`` continuous real ones) into the
+        form the dynamics is conditioned on (see the module docstring, item 3)."""
+        kind = action_type or self.action_type
+        if kind not in ACTION_TYPES:
+            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {kind!r}")
+        b = self.batch if batch is None else batch
+        acts = self._check(torch.as_tensor(actions, device=self.device), kind, b)
+        source = self.bundle.action_source
+        if kind == "latent":
+            if source == "latent":
+                return acts
+            real = self._lookup("to_real", acts)
+            return real if source == "real" else (acts, self._one_hot(real))
+        if source == "real":
+            return acts
+        codes = self._lookup("to_latent", acts)
+        return codes if source == "latent" else (codes, self._one_hot(acts))
+
+    # ------------------------------------------------------------------ contexts
+    def _as_context(self, context: Any, m: int) -> tuple[torch.Tensor, Any, str | None]:
+        """Any accepted context -> uint8 frames ``[m, k, H, W, 3]``, its actions, their kind
+        (``"model"`` for the dynamics' own form, ``"real"``, or ``None`` when unknown)."""
+        contexts = self.bundle.contexts
+        if (
+            context is None
+            or isinstance(context, (int, np.integer))
+            or (
+                isinstance(context, (list, np.ndarray, torch.Tensor))
+                and np.asarray(context).dtype.kind in "iu"
+                and np.asarray(context).ndim == 1
+                and not (isinstance(context, np.ndarray) and context.dtype == np.uint8)
+            )
+        ):
+            if context is None:
+                idx = torch.randint(
+                    len(contexts), (m,), generator=self.generator, device=self.device
+                )
+                idx = idx.cpu().numpy()
+            else:
+                idx = np.broadcast_to(np.asarray(context, dtype=np.int64), (m,))
+            if idx.min() < 0 or idx.max() >= len(contexts):
+                raise ValueError(
+                    f"context index must lie in [0, {len(contexts)}), got {idx.tolist()}"
+                )
+            acts = self.bundle.context_actions
+            if acts is not None:
+                acts = tuple(a[idx] for a in acts) if isinstance(acts, tuple) else acts[idx]
+            return torch.from_numpy(contexts[idx]), acts, "model" if acts is not None else None
+        if isinstance(context, Episode):
+            k = min(self.context_frames, len(context))
+            frames = torch.from_numpy(context.frames[:k])[None].expand(m, -1, -1, -1, -1)
+            acts = context.actions[: k - 1] if context.actions is not None else None
+            if acts is not None:
+                acts = np.broadcast_to(acts, (m, *acts.shape))
+            return frames, acts, "real" if acts is not None else None
+        if isinstance(context, (str, os.PathLike)):
+            from PIL import Image
+
+            path = Path(context)
+            if not path.is_file():
+                raise FileNotFoundError(f"Simulator.reset: no image file {path}")
+            context = np.asarray(Image.open(path).convert("RGB"))
+        frames = context if torch.is_tensor(context) else torch.from_numpy(np.array(context))
+        if frames.dtype != torch.uint8 or frames.ndim not in (3, 4, 5) or frames.shape[-1] != 3:
+            raise ValueError(
+                "Simulator.reset: context must be None, an index, an Episode, an image path, or "
+                f"uint8 frames [H, W, 3] / [k, H, W, 3] / [b, k, H, W, 3]; got {frames.dtype} "
+                f"{tuple(frames.shape)}"
+            )
+        while frames.ndim < 5:
+            frames = frames[None]
+        if frames.shape[0] not in (1, m):
+            raise ValueError(
+                f"Simulator.reset: context holds {frames.shape[0]} worlds, expected 1 or {m}"
+            )
+        return frames.expand(m, -1, -1, -1, -1), None, None
+
+    def _context_actions(self, z: torch.Tensor, acts: Any, kind: str | None):
+        """Context actions in the model's form, or ``None`` (null action)."""
+        m, k = z.shape[:2]
+        if k < 2:
+            return None
+        if kind == "model":
+            if isinstance(acts, tuple):
+                return tuple(torch.as_tensor(np.asarray(a), device=self.device) for a in acts)
+            return torch.as_tensor(np.asarray(acts), device=self.device)
+        if kind == "real":
+            with contextlib.suppress(ValueError):
+                flat = torch.from_numpy(np.array(acts)).reshape(m * (k - 1), *acts.shape[2:])
+                out = self.model_actions(flat, "real", batch=m * (k - 1))
+                shape = lambda a: a.reshape(m, k - 1, *a.shape[1:])  # noqa: E731
+                return tuple(shape(a) for a in out) if isinstance(out, tuple) else shape(out)
+        if self.lam is not None and self.bundle.action_source == "latent":
+            cfg = self.lam.cfg
+            if cfg.input == "latent" and (
+                cfg.in_channels,
+                cfg.frame_height,
+                cfg.frame_width,
+            ) == tuple(z.shape[2:]):
+                with self._amp():
+                    return self.lam.infer_actions(z.to(self.dtype))
+        return None
+
+    # ------------------------------------------------------------------ reset / step
+    @torch.no_grad()
+    def reset(
+        self,
+        context: Any = None,
+        *,
+        batch: int | None = None,
+        mask: Any = None,
+        generator: torch.Generator | None = None,
+        decode: bool = False,
+    ) -> StepResult:
+        """Start worlds from a context: ``None`` (random bundle contexts), an index or ``[b]``
+        indices into them, uint8 frames ``[b, k, H, W, 3]`` / ``[k, H, W, 3]`` (broadcast), an
+        :class:`~worldsim.data.Episode` (its first k frames and actions), or a single image
+        (path or ``[H, W, 3]`` array: a one-frame context). ``mask [b]`` (bool) resets only
+        those worlds; ``batch`` changes B (only for a full reset)."""
+        if generator is not None:
+            self.generator = generator
+        if batch is not None and batch != self.batch:
+            if mask is not None:
+                raise ValueError("Simulator.reset: cannot change batch and reset by mask at once")
+            self._alloc(batch)
+        b = self.batch
+        if mask is None:
+            idx = torch.arange(b, device=self.device)
+        else:
+            mask = torch.as_tensor(mask, device=self.device)
+            if mask.dtype != torch.bool or tuple(mask.shape) != (b,):
+                raise ValueError(
+                    f"Simulator.reset: mask must be bool [{b}], got {mask.dtype} {tuple(mask.shape)}"
+                )
+            idx = mask.nonzero().squeeze(1)
+        m = int(idx.numel())
+        if m == 0:
+            return self._result(
+                torch.zeros(b, device=self.device),
+                torch.zeros(b, dtype=torch.bool, device=self.device),
+                torch.zeros(b, device=self.device),
+                decode,
+            )
+        frames, acts, kind = self._as_context(context, m)
+        if tuple(frames.shape[2:4]) != self.frame_size:
+            frames = resize_frames(frames.reshape(-1, *frames.shape[2:]), self.frame_size).reshape(
+                m, frames.shape[1], *self.frame_size, 3
+            )
+        z = self.encode(frames)  # [m, k, c, h, w]
+        ctx_actions = self._context_actions(z, acts, kind)
+        with self._amp():
+            if m == b:
+                self.dynamics.prefill(self.cache, z, ctx_actions, self.context_noise)
+            else:
+                sub = self.cache.select(idx)
+                self.dynamics.prefill(sub, z, ctx_actions, self.context_noise)
+                self.cache.assign(idx, sub)
+        self._z = self._z.index_copy(0, idx, z[:, -1])  # out of place: results stay valid
+        self._t = self._t.index_fill(0, idx, 0)
+        self._frames = None
+        self._history.clear()
+        zeros = torch.zeros(b, device=self.device)
+        return self._result(zeros, zeros.bool(), zeros, decode)
+
+    def _result(self, reward, terminated, uncertainty, decode) -> StepResult:
+        return StepResult(
+            self._z, reward, terminated, uncertainty, self.render() if decode else None
+        )
+
+    def snapshot(self) -> _Snapshot:
+        """A copy of the worlds' state (cache, newest latent, step counters)."""
+        return _Snapshot(self.cache.select(slice(None)), self._z.clone(), self._t.clone())
+
+    def restore(self, snap: _Snapshot) -> None:
+        """Return to a state taken by :meth:`snapshot` (same batch size)."""
+        if snap.z.shape != self._z.shape:
+            raise ValueError(
+                f"Simulator.restore: snapshot of {snap.z.shape[0]} worlds, have {self.batch}"
+            )
+        self.cache = snap.cache.select(slice(None))
+        self._z, self._t, self._frames = snap.z.clone(), snap.t.clone(), None
+
+    def rewind(self, n: int = 1) -> int:
+        """Undo up to ``n`` steps (needs ``history > 0``); returns how many were undone."""
+        if self._history.maxlen == 0:
+            raise RuntimeError("Simulator.rewind needs history > 0 (snapshots kept per step)")
+        done = 0
+        while done < n and self._history:
+            snap = self._history.pop()
+            done += 1
+        if done:
+            self.restore(snap)
+        return done
+
+    @torch.no_grad()
+    def step(
+        self, actions: Any, *, decode: bool = False, action_type: str | None = None
+    ) -> StepResult:
+        """Advance every world by one frame. ``actions``: ``[b]`` ints (latent codes or discrete
+        real actions) or ``[b, a]`` continuous real actions; ``action_type`` overrides the
+        Simulator's for this call."""
+        a = self.model_actions(actions, action_type)
+        if self._history.maxlen:
+            self._history.append(self.snapshot())
+        z_prev = self._z
+        probe = _FirstGuess(self.dynamics)
+        with self._amp():
+            z = sample_next(
+                probe,
+                None,
+                None,
+                a,
+                steps=self.sampler_steps,
+                context_noise=self.context_noise,
+                cfg_scale=self.cfg_scale,
+                cache=self.cache,
+                generator=self.generator,
+            ).to(self.dtype)
+            if self.heads is not None:
+                out = self.heads.predict(z_prev, z, a)
+                reward = out["reward"].float()
+                terminated = out["termination_prob"] > 0.5
+            else:
+                reward = torch.zeros(self.batch, device=self.device)
+                terminated = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
+        uncertainty = (probe.first - z).float().pow(2).mean(dim=(1, 2, 3)).sqrt()
+        self._z, self._frames = z, None
+        self._t += 1
+        return self._result(reward, terminated, uncertainty, decode)
+
+
+__all__ = ["ACTION_TYPES", "Simulator", "StepResult"]
