@@ -18,6 +18,16 @@ def test_tiny_quickstart_end_to_end(tmp_path):
         assert all(0 < v < 61 for v in metrics[key].values())
     assert set(metrics["train_seconds"]) >= {"autoencoder", "lam", "dynamics"}
     assert (out / "sample.mp4").stat().st_size > 0
+    assert (out / "rollout.mp4").stat().st_size > 0
+    assert metrics["fps_single"] > 0 and metrics["fps_batched"] > 0
+
+    from worldsim.bundle import load_simulator
+
+    sim = load_simulator(out / "bundle")
+    first = sim.reset(batch=2, decode=True)
+    assert first.frames.shape == (2, 32, 32, 3)
+    step = sim.step([0, 1], decode=True)
+    assert step.frames.shape == (2, 32, 32, 3) and step.reward.shape == (2,)
     for stage in ("autoencoder", "lam", "dynamics"):
         assert (out / stage / "summary.json").is_file()
 

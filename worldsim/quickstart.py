@@ -10,6 +10,9 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
    score NMI and binding accuracy against the real actions where the data has them;
 4. ``dynamics``: train the DiT (and reward/termination heads) on the labelled cache and score
    rollouts on held-out episodes;
+5. ``bundle``: gather the networks, latent statistics, action binding and start contexts into
+   ``<out>/bundle``, measure the simulator's frames/s (one world, and a batch of 64), and write
+   ``<out>/rollout.mp4`` (four generated worlds);
 
 Figures go to ``<out>/metrics.json``, rewritten atomically after each step.
 """
@@ -20,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -134,8 +138,113 @@ def run(cfg: DictConfig) -> dict:
     metrics["train_seconds"]["dynamics"] = dyn.get("train_seconds")
     atomic_write_json(metrics_path, metrics)
 
+    # 5. bundle, speed, rollout video ------------------------------------------------------------
+    console.rule("[bold]5. bundle")
+    bundle_dir = out / "bundle"
+    if not (bundle_dir / "bundle.json").exists():
+        make_bundle(out, bundle_dir, store_dir, latents, seed=int(cfg.seed), game=cfg.env.id)
+    console.print(f"bundle: {bundle_dir}")
+    metrics.update(measure_fps(bundle_dir))
+    rollout_path = out / "rollout.mp4"
+    if not rollout_path.exists():
+        from worldsim.bundle import load_simulator
+        from worldsim.rollout import generate, policy_actions, write_rollout
+
+        sim = load_simulator(bundle_dir, sampler_steps=int(cfg.sampler_steps), seed=int(cfg.seed))
+        rng = np.random.default_rng(int(cfg.seed))
+        acts = policy_actions("sticky", sim.num_actions(), 64, 4, stickiness=0.8, rng=rng)
+        write_rollout(generate(sim, acts), rollout_path, fps=15, scale=4, grid=True)
+    console.print(f"rollout video: {rollout_path}")
+    atomic_write_json(metrics_path, metrics)
+
     metrics["total_seconds"] = metrics.get("total_seconds", 0.0) + (time.perf_counter() - started)
     atomic_write_json(metrics_path, metrics)
     console.rule("[bold green]quickstart done")
     console.print_json(json.dumps(metrics))
+    console.print(f"play it: [bold]worldsim play bundle={bundle_dir}[/bold]")
     return metrics
+
+
+def _load(directory: Path, name: str):
+    """A network saved by a training stage (``<run_dir>/model``)."""
+    from worldsim.autoencoder import Autoencoder
+    from worldsim.autoencoder import config_from_dict as ae_config
+    from worldsim.dynamics import DynamicsConfig, DynamicsModel
+    from worldsim.heads import HeadsConfig, RewardTerminationHeads
+    from worldsim.latent_action import LatentActionModel
+    from worldsim.latent_action import config_from_dict as lam_config
+    from worldsim.weights import load_into, read_meta
+
+    build = {
+        "autoencoder": lambda c: Autoencoder(ae_config(c)),
+        "lam": lambda c: LatentActionModel(lam_config(c)),
+        "dynamics": lambda c: DynamicsModel(DynamicsConfig(**c)),
+        "heads": lambda c: RewardTerminationHeads(HeadsConfig(**c)),
+    }[name]
+    return load_into(build(read_meta(directory, name)["config"]), directory, name).eval()
+
+
+def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path, *, seed: int,
+                game: str | None, num_contexts: int = 8, context_frames: int = 2) -> Path:
+    """Gather the trained stages of a quickstart run into a simulator bundle."""
+    import torch
+
+    from worldsim.binding import ActionBinding
+    from worldsim.bundle import save_bundle
+    from worldsim.data import EpisodeStore
+    from worldsim.data.latent_store import LatentStore
+    from worldsim.evaluation import sample_windows
+
+    store, latents = EpisodeStore(store_dir, create=False), LatentStore(latents_dir)
+    ae = _load(out / "autoencoder" / "model", "autoencoder")
+    dyn_meta = json.loads((out / "dynamics" / "model" / "dynamics.json").read_text())
+    source = dyn_meta["extra"].get("actions", "latent")
+    dynamics = _load(out / "dynamics" / "model", "dynamics")
+    heads = _load(out / "dynamics" / "model", "heads") if (out / "dynamics" / "model" / "heads.json").exists() else None
+    lam = _load(out / "lam" / "model", "lam") if (out / "lam" / "model" / "lam.json").exists() else None
+    lam_summary = json.loads((out / "lam" / "summary.json").read_text()) if (out / "lam" / "summary.json").exists() else {}
+    binding = ActionBinding.from_dict(lam_summary["binding"]) if "binding" in lam_summary else None
+
+    # Start contexts: windows of real frames from held-out and training episodes alike.
+    lengths = [store.episode_length(i) for i in range(len(store))]
+    picks = sample_windows(lengths, range(len(store)), context_frames, num_contexts, seed)
+    size = (ae.cfg.frame_height, ae.cfg.frame_width)
+    frames, actions = [], []
+    for e, s0 in picks:
+        x = store.read_frames(e, s0, s0 + context_frames)
+        if x.shape[1:3] != size:
+            from worldsim.data import frames_to_tensor, tensor_to_frames
+
+            x = tensor_to_frames(torch.nn.functional.interpolate(frames_to_tensor(x), size=size, mode="area"))
+        frames.append(x)
+        if source == "real":
+            actions.append(store.read_steps(e, s0, s0 + context_frames - 1)["actions"])
+        else:
+            actions.append(latents.read_labels("lam", e, s0, s0 + context_frames - 1))
+    meta = {"action_source": source, "action_space": store.metadata(0).get("action_space"),
+            "fps": float(store.metadata(0).get("fps") or 15.0), "game": game or store.metadata(0).get("source")}
+    return save_bundle(bundle_dir, autoencoder=ae, dynamics=dynamics, latent_mean=latents.mean,
+                       latent_std=latents.std, contexts=np.stack(frames), context_actions=np.stack(actions),
+                       heads=heads, lam=lam, binding=binding, meta=meta, overwrite=True)
+
+
+def measure_fps(bundle_dir: Path, steps: int = 24, batch: int = 64) -> dict:
+    """Frames per second of the bundle's simulator with frames decoded: one world (the
+    interactive case) and a batch of ``batch`` worlds."""
+    import torch
+
+    from worldsim.bundle import load_simulator
+
+    out = {}
+    for key, b in (("fps_single", 1), ("fps_batched", batch)):
+        sim = load_simulator(bundle_dir, batch=b)
+        sim.reset(batch=b)
+        n = sim.num_actions()
+        acts = torch.randint(0, n, (steps + 2, b), generator=torch.Generator().manual_seed(0))
+        for t in range(2):  # warm-up
+            sim.step(acts[t], decode=True)
+        start = time.perf_counter()
+        for t in range(2, steps + 2):
+            sim.step(acts[t], decode=True)
+        out[key] = b * steps / (time.perf_counter() - start)
+    return out
