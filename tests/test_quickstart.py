@@ -35,3 +35,21 @@ def test_tiny_quickstart_end_to_end(tmp_path):
     before = (out / "dynamics" / "summary.json").read_text()
     assert main(["quickstart", "experiment=tiny", f"out={out}"]) == 0
     assert (out / "dynamics" / "summary.json").read_text() == before
+
+
+def test_tiny_quickstart_on_videos_without_actions(tiny_store, tmp_path):
+    """A folder of gameplay videos, no action labels: the label-free pipeline still runs."""
+    from worldsim.data import EpisodeStore
+    from worldsim.video import save_video
+
+    store = EpisodeStore(tiny_store, create=False)
+    videos = tmp_path / "videos"
+    for i in range(len(store)):
+        save_video(store.read_frames(i), videos / f"play_{i}.mp4", fps=15)
+    out = tmp_path / "qs"
+    assert main(["quickstart", "experiment=tiny", f"out={out}", f"videos={videos}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nmi"] is None and metrics["binding_accuracy_100"] is None  # no labels to score
+    assert metrics["codebook_size"] == 8 and metrics["codebook_used"] >= 1
+    assert "4" in metrics["rollout_psnr"]
+    assert (out / "rollout.mp4").stat().st_size > 0
