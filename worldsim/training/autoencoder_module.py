@@ -8,6 +8,7 @@ import torch
 
 from worldsim.data import frames_to_tensor, tensor_to_frames
 from worldsim.metrics import psnr, ssim
+from worldsim.video import grid
 from worldsim.training.base import StageModule
 
 
@@ -37,4 +38,5 @@ class AutoencoderModule(StageModule):
         real = frames.cpu().numpy()
         b, t = real.shape[:2]
         rows = np.concatenate([real.reshape(b * t, *real.shape[2:]), recon.reshape(b * t, *recon.shape[2:])])
-        return {"recon": rows}
+        image = grid(list(rows[:, None]), ncols=b * t)  # [1, H, W, 3]: real above, recon below
+        return {"recon": image}
