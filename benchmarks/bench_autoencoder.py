@@ -46,15 +46,19 @@ from worldsim.metrics import mean_psnr
 def throughput(ae: Autoencoder, batch: int, repeats: int = 5) -> dict[str, float]:
     """Frames per second of ``encode`` and ``decode`` at ``batch`` frames per call."""
     cfg = ae.cfg
-    x = torch.rand(batch, cfg.in_channels, cfg.frame_height, cfg.frame_width) * 2 - 1
+    device = next(ae.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    x = torch.rand(batch, cfg.in_channels, cfg.frame_height, cfg.frame_width, device=device) * 2 - 1
     z = ae.encode(x)  # warm-up
     ae.decode(z)
     out = {}
     for name, fn, arg in (("encode", ae.encode, x), ("decode", ae.decode, z)):
         best = float("inf")
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             fn(arg)
+            sync()
             best = min(best, time.perf_counter() - t0)
         out[f"{name}_fps"] = batch / best
     return out
@@ -131,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="quickstart")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (throughput only)")
     parser.add_argument("--train", type=float, default=0.0, help="seconds of training (0: skip)")
     parser.add_argument("--batch", type=int, default=32, help="training batch (frames)")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -163,8 +168,9 @@ def main() -> None:
         },
     }
     print(f"autoencoder {args.preset}: {result['parameters']:,} parameters, latent {[c, h, w]}")
+    result["device"] = args.device
     for batch in (64, 1):
-        fps = throughput(ae, batch)
+        fps = throughput(ae.to(args.device), batch)
         result[f"batch_{batch}"] = fps
         print(
             f"  batch {batch:3d}: encode {fps['encode_fps']:8.1f} frames/s, "
@@ -173,6 +179,7 @@ def main() -> None:
     b = result["bytes_per_frame"]
     print(f"  bytes/frame: raw {b['raw_uint8']}, latent {b['latent_float16']} ({b['ratio']:.1f}x)")
 
+    ae.to("cpu")
     if args.train > 0:
         with tempfile.TemporaryDirectory() as tmp:
             size = cfg.frame_height
@@ -209,6 +216,26 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
+    if "learning_curve" in result:
+        plot_curve(result["learning_curve"], out.with_suffix(".png"))
+
+
+def plot_curve(curve: list[dict[str, Any]], path: Path) -> None:
+    """Held-out PSNR against training seconds, with the 30 dB target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([p["seconds"] for p in curve], [p["psnr"] for p in curve], marker="o")
+    ax.axhline(30.0, color="gray", linestyle="--", label="30 dB target")
+    ax.set_xlabel("training seconds (2 CPU cores)")
+    ax.set_ylabel("held-out PSNR (dB)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
