@@ -14,8 +14,7 @@ $(BIN)/worldsim: pyproject.toml
 		echo "GPU found: installing the default torch build"; \
 	else \
 		echo "No GPU: installing the CPU torch wheel $(TORCH_CPU_VERSION) first"; \
-		$(BIN)/python -m pip install "torch==$(TORCH_CPU_VERSION)" || \
-		$(BIN)/python -m pip install "torch==$(TORCH_CPU_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
+		$(BIN)/python -m pip install "torch==$(TORCH_CPU_VERSION)" || exit 1; \
 	fi
 	$(BIN)/python -m pip install -e ".[$(EXTRAS)]"
 	@touch $(BIN)/worldsim

@@ -73,6 +73,7 @@ class LatentActionConfig:
     quantizer_update: str = "ema"  # "ema" or "loss"
     ema_decay: float = 0.99
     dead_code_steps: int = 50  # reset codes unused for this many training steps (0: never)
+    warmup_steps: int = 200  # continuous bottleneck for this many training steps, then k-means
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
@@ -98,6 +99,10 @@ class LatentActionConfig:
                 raise ValueError(
                     f"LatentActionConfig.{name} must be >= 1, got {getattr(self, name)}"
                 )
+        if self.warmup_steps < 0:
+            raise ValueError(
+                f"LatentActionConfig.warmup_steps must be >= 0, got {self.warmup_steps}"
+            )
         down = self.stem_downsample
         if down < 1 or down & (down - 1):
             raise ValueError(
@@ -307,6 +312,40 @@ class LatentActionModel(nn.Module):
             dead_code_steps=cfg.dead_code_steps,
         )
         self.decoder = ActionDecoder(cfg)
+        # Training steps taken (forward passes in training mode): drives the warm-up switch.
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def warming_up(self) -> bool:
+        """True while training runs with the continuous bottleneck (the first ``warmup_steps``)."""
+        return int(self.train_steps) < self.cfg.warmup_steps
+
+    def _bottleneck(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Continuous actions ``[n, a]`` -> (decoder input ``[n, a]``, codes ``[n]``, losses).
+
+        In training mode during the warm-up the decoder gets the normalised continuous vector
+        (codes are only reported); at the first step after it, the codebook is initialised by
+        k-means on the recent encoder outputs, and from then on the vector is quantised.
+        """
+        if self.training:
+            warm = self.warming_up
+            self.train_steps.add_(1)
+            if warm:
+                cont = self.quantizer.passthrough(z)
+                zero = z.new_zeros(())
+                return (
+                    cont,
+                    self.quantizer.nearest(z.detach()),
+                    {"vq_loss": zero, "commitment": zero, "codebook": zero},
+                )
+            if self.cfg.warmup_steps and not bool(self.quantizer.initialized):
+                self.quantizer.kmeans_init()
+        q = self.quantizer(z)
+        return (
+            q.quantized,
+            q.indices,
+            {"vq_loss": q.loss, "commitment": q.commitment, "codebook": q.codebook},
+        )
 
     # ------------------------------------------------------------------ checks
     def _check_clip(self, x: torch.Tensor, what: str) -> None:
@@ -335,16 +374,14 @@ class LatentActionModel(nn.Module):
         past = rearrange(past, "b t k c h w -> (b t) k c h w")
         nxt = rearrange(nxt, "b t c h w -> (b t) c h w")
         z = self.encoder(past, nxt)  # [n, a]
-        q = self.quantizer(z)
-        pred = self.decoder(past, q.quantized)
+        action, codes, losses = self._bottleneck(z)
+        pred = self.decoder(past, action)
         return {
             "pred": rearrange(pred, "(b t) c h w -> b t c h w", b=b),
             "target": rearrange(nxt, "(b t) c h w -> b t c h w", b=b),
-            "codes": rearrange(q.indices, "(b t) -> b t", b=b),
+            "codes": rearrange(codes, "(b t) -> b t", b=b),
             "actions": rearrange(z, "(b t) a -> b t a", b=b),
-            "vq_loss": q.loss,
-            "commitment": q.commitment,
-            "codebook": q.codebook,
+            **losses,
         }
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,7 +17,14 @@ Implementation details, each chosen for the small codebooks (|A| = 8) of a laten
    re-initialised from a random one of the recent encoder outputs (a ring buffer of
    ``buffer_size`` vectors), as in Jukebox / Dhariwal et al. 2020. This is what keeps every
    code in use when the encoder starts with all its outputs in one corner of the space.
-4. **Usage tracking**: ``usage()`` reports the perplexity and the number of codes chosen over
+4. **Warm-up and k-means initialisation** (``passthrough`` then ``kmeans_init``): a latent
+   action model whose codes start random collapses, because codes that carry nothing teach
+   the decoder to ignore them, and then the encoder gets no gradient through the
+   straight-through estimator. Training first with the bottleneck continuous (``passthrough``
+   returns the normalised vector and fills the recent buffer) lets the encoder learn to carry
+   the change; ``kmeans_init`` then places the codes on the clusters of those outputs
+   (k-means++ seeding, Lloyd steps, spherical when ``cosine``) before quantisation starts.
+5. **Usage tracking**: ``usage()`` reports the perplexity and the number of codes chosen over
    an exponential moving average of the assignment histogram, and how many resets happened.
 
 Einops legend: n vectors (any leading dims flattened), d code dimension, k codebook entries.
@@ -108,6 +115,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("num_resets", torch.zeros((), dtype=torch.long))
         self.register_buffer("recent", torch.zeros(buffer_size, dim))
         self.register_buffer("recent_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------------ lookup
     def _prepare(self, z: torch.Tensor) -> torch.Tensor:
@@ -162,6 +170,68 @@ class VectorQuantizer(nn.Module):
             codebook=codebook,
             perplexity=perplexity.detach(),
         )
+
+    def passthrough(self, z: torch.Tensor) -> torch.Tensor:
+        """The continuous bottleneck of the warm-up: ``z [*lead, d]`` normalised as the search is.
+
+        No quantisation; in training mode the vectors go into the recent buffer that
+        ``kmeans_init`` clusters.
+        """
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"VectorQuantizer expects [..., {self.dim}], got {tuple(z.shape)}")
+        flat = self._prepare(z.reshape(-1, self.dim))
+        if self.training:
+            self._remember(flat.detach())
+        return flat.reshape(z.shape)
+
+    @torch.no_grad()
+    def kmeans_init(
+        self, vectors: torch.Tensor | None = None, iters: int = 20, seed: int = 0
+    ) -> torch.Tensor:
+        """Set the codebook to ``num_codes`` k-means centroids of ``vectors [n, d]``.
+
+        ``vectors`` defaults to the recent buffer (the encoder outputs of the last steps).
+        Seeding is k-means++ (each new centre drawn with probability proportional to the
+        squared distance to the nearest chosen one), then ``iters`` Lloyd steps; with
+        ``cosine`` the centroids are re-normalised each step (spherical k-means). An empty
+        cluster takes the vector farthest from its centre. Usage statistics restart and
+        ``initialized`` is set. Returns the cluster sizes ``[k]``.
+        """
+        if vectors is None:
+            vectors = self.recent[: int(min(self.recent_count, self.recent.shape[0]))]
+        x = self._prepare(vectors.reshape(-1, self.dim).float())
+        if x.shape[0] < self.num_codes:
+            raise ValueError(
+                f"kmeans_init needs at least num_codes={self.num_codes} vectors, got {x.shape[0]}"
+            )
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        first = int(torch.randint(0, x.shape[0], (1,), generator=gen))
+        centres = [x[first]]
+        for _ in range(1, self.num_codes):
+            d2 = torch.cdist(x, torch.stack(centres)).pow(2).amin(-1)
+            probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1 / len(d2))
+            centres.append(x[int(torch.multinomial(probs.cpu(), 1, generator=gen))])
+        c = torch.stack(centres)  # [k, d]
+        for _ in range(iters):
+            dist = torch.cdist(x, c)  # [n, k]
+            assign = dist.argmin(-1)
+            onehot = F.one_hot(assign, self.num_codes).float()
+            counts = onehot.sum(0)
+            new = onehot.t() @ x / counts.clamp_min(1)[:, None]
+            for j in (counts == 0).nonzero().flatten().tolist():
+                far = int(dist.gather(1, assign[:, None]).squeeze(1).argmax())
+                new[j] = x[far]
+                assign[far] = j
+            c = self._prepare(new)
+        counts = F.one_hot(torch.cdist(x, c).argmin(-1), self.num_codes).sum(0).float()
+        self.codebook.data.copy_(c.to(self.codebook.dtype))
+        if self.update == "ema":
+            self.ema_count.copy_(counts.clamp_min(1.0))
+            self.ema_sum.copy_(c * self.ema_count[:, None])
+        self.usage_ema.copy_(counts / counts.sum())
+        self.steps_unused.zero_()
+        self.initialized.fill_(True)
+        return counts
 
     # ------------------------------------------------------------------ training-time state
     @torch.no_grad()
