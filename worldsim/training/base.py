@@ -73,7 +73,7 @@ class StageModule(L.LightningModule):
             # good ones; ExitCheckpoint does not overwrite checkpoints on divergence.
             raise TrainingDiverged(
                 f"loss became {loss.item()} at step {self.global_step} (parts: "
-                + ", ".join(f"{k}={float(v):.4g}" for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1)
+                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1)
                 + "); the last good checkpoint is kept"
             )
         logs = {f"train/{k}": v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
