@@ -9,8 +9,15 @@ then labels held-out episodes and reports:
   1000; mean and std over draws), scored on the other held-out transitions,
 - ``perplexity`` / ``codes_used`` of the held-out codes, the training steps and seconds.
 
+With ``--latents DIR`` it trains the latent preset (``quickstart``) on a latent cache written
+by the autoencoder stage instead (the last ``--val-episodes`` episodes held out), and also
+reports the ceiling of any video-only model on those episodes: a transition whose next frame
+is identical to the current one (NOOP, or a move pushed into a wall while already facing it)
+carries no trace of its action, so the best possible labelling calls all of them NOOP.
+
 Writes ``benchmarks/results/lam.json``. Usage::
 
+    python benchmarks/bench_lam.py --budget 180 --latents runs/dev/autoencoder/latents
     python benchmarks/bench_lam.py --budget 180              # quickstart_pixel, 64x64 frames
     python benchmarks/bench_lam.py --budget 60 --size 32 --preset quickstart_pixel \
         --override pixel_downsample=2
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -66,19 +74,52 @@ def load_episodes(data: Path, game: str, episodes: int, max_steps: int, size: in
     return out
 
 
+def load_latent_episodes(root: Path):
+    """Normalised latents ``[t, c, h, w]`` and actions ``[t - 1]`` of every cached episode."""
+    from worldsim.data.latent_store import LatentStore
+
+    store = LatentStore(root)
+    out = []
+    for i in range(len(store)):
+        if not store.has(i, "actions"):
+            raise SystemExit(f"{root}: episode {i} has no actions to score against")
+        z = store.normalize(torch.from_numpy(store.read_latents(i)).float())
+        out.append((z, store.read_steps(i)["actions"].astype(np.int64)))
+    return out
+
+
+def ceiling(test, num_actions: int, seed: int) -> dict:
+    """Scores of the best video-only labelling: real action where the frame changed, else NOOP."""
+    codes, actions, stills = [], [], []
+    for x, a in test:
+        still = (x[1:] - x[:-1]).abs().flatten(1).amax(1).numpy() < 1e-3
+        codes.append(np.where(still, 0, a))
+        actions.append(a)
+        stills.append(still)
+    codes, actions, still = map(np.concatenate, (codes, actions, stills))
+    acc = binding_accuracy_at_k(codes, actions, 100, num_actions, num_actions, seed=seed)
+    return {
+        "nmi": round(normalized_mutual_information(codes, actions), 4),
+        "binding_accuracy@100": round(acc["mean"], 4),
+        "moves_without_change": round(float(still[actions != 0].mean()), 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="quickstart_pixel")
+    parser.add_argument("--preset", default=None, help="quickstart_pixel, or quickstart on latents")
     parser.add_argument("--override", action="append", default=[], help="config field=value")
     parser.add_argument("--budget", type=float, default=180.0, help="training seconds")
+    parser.add_argument("--latents", type=Path, default=None, help="latent cache to train on")
+    parser.add_argument("--val-episodes", type=int, default=4)
     parser.add_argument("--data", type=Path, default=Path("/tmp/worldsim_bench_lam"))
     parser.add_argument("--game", default="worldsim/Scroller-v0")
     parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--clip", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--clip", type=int, default=None, help="frames per clip (context + 1)")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -86,20 +127,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    cfg = config_from_preset(
-        args.preset,
-        frame_height=args.size,
-        frame_width=args.size,
-        **_parse_overrides(args.override),
-    )
-    if cfg.input != "pixel":
-        raise SystemExit("bench_lam trains on pixels; pick a pixel preset (e.g. quickstart_pixel)")
-    episodes = load_episodes(
-        args.data, args.game, args.episodes, args.max_steps, args.size, args.seed
-    )
-    n_test = max(len(episodes) // 5, 1)
+    overrides = _parse_overrides(args.override)
+    if args.latents is not None:
+        episodes = load_latent_episodes(args.latents)
+        c, h, w = episodes[0][0].shape[1:]
+        fields = dict(in_channels=c, frame_height=h, frame_width=w)
+        cfg = config_from_preset(args.preset or "quickstart", **fields, **overrides)
+        if cfg.input != "latent":
+            raise SystemExit("--latents needs a latent preset (e.g. quickstart)")
+        n_test = args.val_episodes
+    else:
+        cfg = config_from_preset(
+            args.preset or "quickstart_pixel",
+            frame_height=args.size,
+            frame_width=args.size,
+            **overrides,
+        )
+        if cfg.input != "pixel":
+            raise SystemExit("without --latents bench_lam trains on pixels (quickstart_pixel)")
+        episodes = load_episodes(
+            args.data, args.game, args.episodes, args.max_steps, args.size, args.seed
+        )
+        n_test = max(len(episodes) // 5, 1)
     train, test = episodes[:-n_test], episodes[-n_test:]
-    train = [(x, a) for x, a in train if x.shape[0] >= args.clip]
+    clip = cfg.context + 1 if args.clip is None else args.clip
+    train = [(x, a) for x, a in train if x.shape[0] >= clip]
 
     model = LatentActionModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
@@ -109,8 +161,8 @@ def main() -> None:
         clips = []
         for _ in range(args.batch):
             x, _ = train[rng.integers(len(train))]
-            s = rng.integers(0, x.shape[0] - args.clip + 1)
-            clips.append(x[s : s + args.clip])
+            s = rng.integers(0, x.shape[0] - clip + 1)
+            clips.append(x[s : s + clip])
         out = model.loss(torch.stack(clips))
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -129,14 +181,15 @@ def main() -> None:
     actions = np.concatenate([a for _, a in test])
     usage = codebook_usage(codes, cfg.num_codes)
     result = {
-        "preset": args.preset,
+        "preset": args.preset or ("quickstart" if args.latents else "quickstart_pixel"),
+        "data": str(args.latents or args.data),
         "config": cfg.to_dict(),
         "game": args.game,
         "train_episodes": len(train),
         "test_transitions": int(codes.size),
         "steps": steps,
         "seconds": round(seconds, 1),
-        "transitions_per_second": round(steps * args.batch * (args.clip - 1) / seconds, 1),
+        "transitions_per_second": round(steps * args.batch * (clip - 1) / seconds, 1),
         "threads": args.threads,
         "nmi": round(normalized_mutual_information(codes, actions), 4),
         "perplexity": round(usage["perplexity"], 3),
@@ -151,6 +204,8 @@ def main() -> None:
                 "mean": round(acc["mean"], 4),
                 "std": round(acc["std"], 4),
             }
+    result["ceiling"] = ceiling(test, num_actions, args.seed)
+    result["load"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))

@@ -99,7 +99,64 @@ def test_quantizer_usage_and_bad_input():
         VectorQuantizer(4, 2, update="kmeans")
 
 
+def test_kmeans_init_puts_one_code_on_each_cluster():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.eye(6)[:4]  # 4 orthogonal directions
+    x = centres.repeat_interleave(50, 0) + 0.05 * torch.randn(200, 6, generator=gen)
+    vq = VectorQuantizer(4, 6, cosine=True)
+    assert not bool(vq.initialized)
+    counts = vq.kmeans_init(x)
+    assert bool(vq.initialized) and counts.tolist() == [50.0] * 4
+    # Each true direction has its own code, and the codes sit on the directions.
+    idx = vq.nearest(centres)
+    assert sorted(idx.tolist()) == [0, 1, 2, 3]
+    torch.testing.assert_close(vq.codes()[idx], centres, atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="at least num_codes=4 vectors"):
+        vq.kmeans_init(torch.randn(3, 6))
+
+
+def test_passthrough_fills_the_buffer_only_in_training():
+    vq = VectorQuantizer(4, 3, cosine=True)
+    z = torch.randn(10, 3)
+    out = vq.passthrough(z)
+    torch.testing.assert_close(out, torch.nn.functional.normalize(z, dim=-1))
+    assert int(vq.recent_count) == 10
+    vq.eval()
+    vq.passthrough(z)
+    assert int(vq.recent_count) == 10
+
+
 # ---------------------------------------------------------------------- model
+def test_warmup_runs_continuous_then_switches_to_kmeans_codes():
+    torch.manual_seed(0)
+    model = LatentActionModel(config_from_preset("tiny", warmup_steps=3))
+    x = torch.randn(4, 3, 4, 8, 8)
+    for _step in range(3):
+        assert model.warming_up
+        out = model.loss(x)
+        # Continuous bottleneck: no quantiser loss, and the gradient reaches the encoder.
+        assert float(out["commitment"]) == 0.0 and not bool(model.quantizer.initialized)
+        out["loss"].backward()
+        assert model.encoder.head[-1].weight.grad.abs().sum() > 0
+    before = model.quantizer.codebook.clone()
+    # Eval-mode passes neither count as training steps nor switch the bottleneck.
+    model.eval()
+    model(x)
+    assert model.warming_up and int(model.train_steps) == 3
+    model.train()
+    out = model.loss(x)  # the first quantised step: k-means on the warm-up's encoder outputs
+    assert not model.warming_up and bool(model.quantizer.initialized)
+    assert not torch.equal(model.quantizer.codebook, before)
+    assert float(out["commitment"]) > 0.0
+    # The codes now quantise: the decoder input is exactly a codebook entry.
+    z = model.encode(*[t.flatten(0, 1) for t in transition_windows(x, 1)])
+    torch.testing.assert_close(
+        model.quantizer(z).quantized, model.quantizer.lookup(model.quantizer.nearest(z))
+    )
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        config_from_preset("tiny", warmup_steps=-1)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -60,14 +60,67 @@ def _cat_actions(first: ActionInput | None, new: ActionInput) -> ActionInput:
 
 
 # --- training --------------------------------------------------------------------------------
+TARGET_NOISE = ("uniform", "logit_normal")
+
+
+def sample_noise_levels(
+    batch: int,
+    frames: int,
+    *,
+    context_prob: float = 0.25,
+    clean_prob: float = 0.5,
+    context_noise_max: float = 0.2,
+    target_noise: str = "uniform",
+    device=None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame noise levels for diffusion forcing: ``-> (s [b, t], context [b, t] bool)``.
+
+    Every frame is either a *context* frame, at a low level ``U(0, context_noise_max)`` (the
+    regime of the sampler's clean, slightly-labelled history), or a *target* frame, whose level
+    is drawn from ``target_noise`` (``uniform`` on (0, 1], or ``logit_normal`` (0, 1)). Frames
+    are context with probability ``clean_prob``, independently; with probability
+    ``context_prob`` a whole clip is in generation mode (every frame but the last is context).
+    The last frame of a clip is always a target.
+
+    Why: a frame can only learn to read its action when the frame before it is (nearly) clean
+    and it is itself noisy; with independent uniform levels on every frame that pairing is rare
+    and the loss is dominated by frames whose content is readable from their own noisy pixels,
+    so the network learns to copy and ignores the action.
+    """
+    if target_noise not in TARGET_NOISE:
+        raise ValueError(f"target_noise must be one of {TARGET_NOISE}, got {target_noise!r}")
+    for name, p in (("context_prob", context_prob), ("clean_prob", clean_prob)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"sample_noise_levels: {name} must lie in [0, 1], got {p}")
+    if not 0.0 <= context_noise_max < 1.0:
+        raise ValueError(f"context_noise_max must lie in [0, 1), got {context_noise_max}")
+
+    def rand(*shape):
+        return torch.rand(*shape, device=device, generator=generator)
+
+    if target_noise == "uniform":
+        s = 1.0 - rand(batch, frames)  # (0, 1]: pure noise included, exact data excluded
+    else:
+        s = torch.sigmoid(torch.randn(batch, frames, device=device, generator=generator))
+    not_last = (torch.arange(frames, device=device) < frames - 1)[None]  # [1, t]
+    context = (rand(batch, frames) < clean_prob) | (rand(batch, 1) < context_prob)
+    context = context & not_last  # [b, t]
+    s = torch.where(context, rand(batch, frames) * context_noise_max, s)
+    return s, context
+
+
 def training_loss(
     net,
     z: torch.Tensor,
     actions: ActionInput | None,
     *,
     cfg_dropout: float = 0.1,
-    context_prob: float = 0.3,
+    context_prob: float = 0.25,
+    clean_prob: float = 0.5,
     context_noise_max: float = 0.2,
+    context_loss_weight: float = 0.0,
+    target_noise: str = "uniform",
     shortcut_fraction: float = 0.25,
     shortcut_levels: int = 6,
     generator: torch.Generator | None = None,
@@ -75,15 +128,17 @@ def training_loss(
     """Flow-matching loss of ``net`` on clean latent clips ``z [b, t, c, h, w]``.
 
     ``actions``: ``[b, t-1]`` codes, ``[b, t-1, a]`` vectors, a tuple of both, or ``None``.
-    Returns ``loss`` (to minimise) and its parts ``flow_loss`` (frames with d = 0) and
+    Noise levels come from :func:`sample_noise_levels`; context frames (low levels, never
+    denoised by the sampler) weigh ``context_loss_weight`` in the loss, target frames 1.
+    Returns ``loss`` (to minimise) and its parts ``flow_loss`` (target frames with d = 0) and
     ``shortcut_loss`` (frames trained toward self-consistency targets; 0 when there are none).
     """
     if z.dim() != 5:
         raise ValueError(f"training_loss expects latents [b, t, c, h, w], got {tuple(z.shape)}")
     for name, p in (
         ("cfg_dropout", cfg_dropout),
-        ("context_prob", context_prob),
         ("shortcut_fraction", shortcut_fraction),
+        ("context_loss_weight", context_loss_weight),
     ):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"training_loss: {name} must lie in [0, 1], got {p}")
@@ -94,11 +149,16 @@ def training_loss(
         return torch.rand(*shape, device=dev, generator=generator)
 
     eps = torch.randn(z.shape, device=dev, generator=generator, dtype=z.dtype)
-    s = rand(b, t)
-    gen_mode = (rand(b) < context_prob)[:, None] & (torch.arange(t, device=dev) < t - 1)[
-        None
-    ]  # [b, t]
-    s = torch.where(gen_mode, s * context_noise_max, s)
+    s, context = sample_noise_levels(
+        b,
+        t,
+        context_prob=context_prob,
+        clean_prob=clean_prob,
+        context_noise_max=context_noise_max,
+        target_noise=target_noise,
+        device=dev,
+        generator=generator,
+    )
 
     d = torch.zeros(b, t, device=dev)
     shortcut = (
@@ -109,7 +169,7 @@ def training_loss(
     rows = (
         (rand(b) < shortcut_fraction) if shortcut else torch.zeros(b, dtype=torch.bool, device=dev)
     )
-    moving = rows[:, None] & ~gen_mode  # [b, t]: frames taking a shortcut step
+    moving = rows[:, None] & ~context  # [b, t]: frames taking a shortcut step
     if moving.any():
         k = torch.randint(0, shortcut_levels, (b, t), device=dev, generator=generator)
         d_big = torch.pow(2.0, -k.float())  # [b, t]
@@ -148,8 +208,9 @@ def training_loss(
 
     pred = net(x, s, actions, step_size=step_arg, null_mask=null_mask)
     err = (pred.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # [b, t]
-    loss = err.mean()
-    flow_frames = ~moving
+    weight = torch.where(context, context_loss_weight, 1.0)  # [b, t]
+    loss = (err * weight).sum() / weight.sum()
+    flow_frames = ~moving & ~context
     zero = loss.new_zeros(())
     return {
         "loss": loss,

@@ -143,9 +143,12 @@ PRESETS: dict[str, LatentActionConfig] = {
         encoder_blocks=1,
         decoder_blocks=1,
         dead_code_steps=20,
+        warmup_steps=50,
     ),
-    # The CPU demo on the quickstart autoencoder's latents (8 x 16 x 16), minutes on 2 cores.
-    "quickstart": LatentActionConfig(),
+    # The CPU demo on the quickstart autoencoder's latents (8 x 16 x 16), minutes on 2 cores:
+    # single transitions and a narrow trunk, so 2 CPU threads take ~40 steps a second (a
+    # 4 px move is a one-cell shift of the grid: two 3x3 blocks see it).
+    "quickstart": LatentActionConfig(context=1, width=32, action_dim=8, decoder_blocks=2),
     # The same on 64x64 pixels, for data without a latent cache.
     "quickstart_pixel": LatentActionConfig(
         input="pixel", in_channels=3, frame_height=64, frame_width=64, pixel_downsample=4
