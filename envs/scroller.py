@@ -53,8 +53,20 @@ def _tiles() -> np.ndarray:
 
 
 def _agent_sprites() -> list[tuple[np.ndarray, np.ndarray]]:
-    """The agent, one sprite per facing direction (UP, DOWN, LEFT, RIGHT): the eyes look ahead."""
+    """The agent, one sprite per action (NOOP, UP, DOWN, LEFT, RIGHT): the eyes look the way the
+    agent is pushing, and sit in the middle when it rests, so the action of every step shows in
+    the next frame even when a wall blocks the move."""
     arts = {
+        "NOOP": [
+            ".aaaaaa.",
+            "aaaaaaaa",
+            "aaaaaaaa",
+            "aaeaaeaa",
+            "aaeaaeaa",
+            "aaaaaaaa",
+            "aaaaaaaa",
+            ".aaaaaa.",
+        ],
         "UP": [
             ".aaaaaa.",
             "aeaaaaea",
@@ -97,7 +109,7 @@ def _agent_sprites() -> list[tuple[np.ndarray, np.ndarray]]:
         ],
     }
     legend = {"a": "agent", "e": "agent_eye"}
-    return [sprite_from_ascii(arts[name], legend) for name in ("UP", "DOWN", "LEFT", "RIGHT")]
+    return [sprite_from_ascii(arts[name], legend) for name in ACTION_MEANINGS]
 
 
 _ENEMY = sprite_from_ascii(
@@ -128,7 +140,8 @@ class ScrollerEnv(gym.Env):
 
     Made for learning world models: flat colours, a checkered floor so every camera move
     shifts visible edges, moves of 4 px (half a tile) per step, and an agent sprite whose eyes
-    face the last direction pressed, so every action changes the next frame from the start.
+    show the action of the last step (centred for NOOP, else looking the way it pushed), so the
+    action of every step is visible in the next frame, even against a wall.
 
     ## Action Space
 
@@ -156,7 +169,7 @@ class ScrollerEnv(gym.Env):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version (the agent's eyes show the action of the last step, NOOP included).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -307,7 +320,7 @@ class ScrollerEnv(gym.Env):
         super().reset(seed=seed)
         self._generate()
         self._x, self._y = self.start_tile[1] * TILE, self.start_tile[0] * TILE
-        self._facing = 1  # index into the sprites: UP, DOWN, LEFT, RIGHT
+        self._facing = 0  # index into the sprites: the last action (NOOP, UP, DOWN, LEFT, RIGHT)
         self._done = False
         return self._observe(), {}
 
@@ -318,10 +331,9 @@ class ScrollerEnv(gym.Env):
         if not 0 <= a < len(ACTION_MEANINGS):
             raise ValueError(f"action {action!r} outside Discrete({len(ACTION_MEANINGS)})")
         dx, dy = _MOVES[a]
-        if a:
-            self._facing = a - 1
-            if not self._blocked(self._x + dx, self._y + dy):
-                self._x, self._y = self._x + dx, self._y + dy
+        self._facing = a
+        if a and not self._blocked(self._x + dx, self._y + dy):
+            self._x, self._y = self._x + dx, self._y + dy
         for enemy in self.enemies:
             nx = enemy[0] + enemy[2]
             if self._blocked(nx, enemy[1], (WALL, HAZARD, GOAL)):
