@@ -142,7 +142,7 @@ def test_warmup_runs_continuous_then_switches_to_kmeans_codes():
     # Eval-mode passes neither count as training steps nor switch the bottleneck.
     model.eval()
     model(x)
-    assert model.warming_up and int(model.train_steps) == 3
+    assert int(model.train_steps) == 3 and not bool(model.quantizer.initialized)
     model.train()
     out = model.loss(x)  # the first quantised step: k-means on the warm-up's encoder outputs
     assert not model.warming_up and bool(model.quantizer.initialized)

@@ -8,8 +8,8 @@ import torch
 
 from worldsim.data import frames_to_tensor, tensor_to_frames
 from worldsim.metrics import psnr, ssim
-from worldsim.video import grid
 from worldsim.training.base import StageModule
+from worldsim.video import grid
 
 
 class AutoencoderModule(StageModule):
