@@ -70,3 +70,12 @@ def test_commands_registered():
     table = commands()
     for name in ["collect", "train", "quickstart", "info"]:
         assert name in table
+
+
+def test_bare_word_after_the_command_is_its_mode(capsys):
+    from worldsim.cli import main
+
+    assert main(["agent", "eval", "bundle=x", "--cfg"]) == 0
+    assert "mode: eval" in capsys.readouterr().out
+    assert main(["train", "oops"]) == 2  # train has no mode key: a clear error, exit 2
+    assert "mode" in capsys.readouterr().err

@@ -9,6 +9,9 @@ a function ``run(cfg)``. Commands are found in two places:
   packages add theirs (``collect``, ...). This keeps the dependency rule: ``worldsim`` never
   imports ``envs`` or ``agents``; they plug into it.
 
+A bare word right after the command is its mode: ``worldsim agent train ...`` is
+``worldsim agent mode=train ...`` (for commands whose config has a ``mode`` key).
+
 Flags: ``--cfg`` prints the composed config and exits; ``--help`` lists the commands.
 """
 
@@ -59,7 +62,7 @@ def run_command(name: str, overrides: list[str] | None = None):
 
 
 def _usage() -> str:
-    lines = ["usage: worldsim <command> [key=value ...] [--cfg]", "", "commands:"]
+    lines = ["usage: worldsim <command> [mode] [key=value ...] [--cfg]", "", "commands:"]
     for name, (_, text) in sorted(commands().items()):
         lines.append(f"  {name:<12} {text}")
     lines += ["", "Overrides are hydra's: key=value, group=option, +new_key=value."]
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
+    if rest and "=" not in rest[0] and not rest[0].startswith("-"):
+        rest = [f"mode={rest[0]}", *rest[1:]]  # `worldsim agent train ...` means mode=train
     show_cfg = "--cfg" in rest
     rest = [a for a in rest if a != "--cfg"]
     try:

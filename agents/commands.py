@@ -1,0 +1,128 @@
+"""``worldsim agent`` and ``worldsim plan``: the agents' sub-commands.
+
+Registered as ``worldsim.commands`` entry points (pyproject.toml), so the ``worldsim`` package
+never imports ``agents``. Each takes the composed config of ``configs/<name>.yaml``:
+
+- ``worldsim agent mode=train bundle=PATH``: imagination training (:mod:`agents.imagination`);
+- ``worldsim agent mode=eval bundle=PATH checkpoint=FILE``: real-game evaluation against a
+  random policy and a real-game-trained agent (:mod:`agents.evaluate`);
+- ``worldsim plan bundle=PATH planner=cem|mppi objective=goal|reward``: planners in the real game
+  (:mod:`agents.plan_eval`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from agents.trainer import TrainConfig
+from worldsim.config import ConfigError, require
+
+AGENT_MODES = ("train", "eval")
+PLAN_MODES = ("eval",)
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _bundle(cfg: DictConfig) -> Path:
+    path = Path(require(cfg, "bundle"))
+    if not (path / "bundle.json").is_file():
+        raise ConfigError(f"bundle={path}: not a Simulator bundle (no bundle.json there)")
+    return path
+
+
+def _train_config(node: DictConfig) -> TrainConfig:
+    try:
+        return TrainConfig(**_container(node))
+    except TypeError as err:
+        raise ConfigError(f"agent.train: {err}") from err
+
+
+def agent(cfg: DictConfig) -> dict[str, Any]:
+    """Train (``mode=train``) or evaluate (``mode=eval``) an actor-critic; returns the summary."""
+    mode = cfg.mode
+    if mode not in AGENT_MODES:
+        raise ConfigError(f"mode={mode!r}: worldsim agent modes are {list(AGENT_MODES)}")
+    bundle = _bundle(cfg)
+    out = Path(cfg.out)
+    a = cfg.agent
+    if mode == "train":
+        from agents.imagination import train_in_imagination
+
+        summary = train_in_imagination(
+            bundle,
+            out,
+            num_envs=int(a.num_envs),
+            obs_type=a.obs_type,
+            train=_train_config(a.train),
+            network=_container(a.network),
+            sampler_steps=int(a.sampler_steps),
+            context_noise=float(a.context_noise),
+            max_episode_steps=a.max_episode_steps,
+            device=cfg.device,
+            resume=bool(cfg.resume),
+        )
+        print(json.dumps(summary, indent=2))
+        return summary
+    from agents.evaluate import compare_in_real_game
+
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else out / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"checkpoint={checkpoint}: no such file; train first (mode=train)")
+    e = cfg.eval
+    results = compare_in_real_game(
+        checkpoint,
+        out / "eval",
+        bundle=bundle,
+        env_id=cfg.env,
+        seeds=tuple(int(s) for s in e.seeds),
+        episodes=int(e.episodes),
+        max_steps=int(e.max_steps),
+        greedy=bool(e.greedy),
+        real_num_envs=int(a.num_envs),
+        train_real=bool(e.train_real),
+        progress=bool(a.train.progress),
+    )
+    print(json.dumps({k: v for k, v in results.items() if k.endswith("_return")}, indent=2))
+    return results
+
+
+def plan(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a planner in the real game; prints (and with ``out=FILE`` writes) the results."""
+    from agents.plan_eval import evaluate_planner
+
+    if cfg.mode not in PLAN_MODES:
+        raise ConfigError(f"mode={cfg.mode!r}: worldsim plan modes are {list(PLAN_MODES)}")
+    try:
+        results = evaluate_planner(
+            _bundle(cfg),
+            objective=cfg.objective,
+            planner=_container(cfg.planner),
+            seeds=tuple(int(s) for s in cfg.seeds),
+            num_tasks=int(cfg.num_tasks),
+            task=_container(cfg.task),
+            env_id=cfg.env,
+            max_steps=int(cfg.max_steps),
+            sampler_steps=int(cfg.sampler_steps),
+            device=cfg.device,
+        )
+    except TypeError as err:
+        raise ConfigError(f"planner: {err}") from err
+    brief = {k: v for k, v in results.items() if k != "episodes"}
+    print(json.dumps(brief, indent=2))
+    if cfg.out:
+        path = Path(cfg.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        os.replace(tmp, path)
+    return results
+
+
+__all__ = ["AGENT_MODES", "PLAN_MODES", "agent", "plan"]

@@ -1,0 +1,201 @@
+"""Evaluation in the real game: does an agent trained in imagination play the real thing?
+
+The agent acts through the bundle's action binding and sees the real game's frames the way it
+saw the model's (resized to the bundle's frame size; encoded for latent observations), see
+:mod:`agents.real_game`. Returns are undiscounted sums over the first episode of each world,
+``episodes`` worlds per seed, capped at ``max_steps`` steps; we report the mean and the standard
+deviation over seeds of the per-seed mean return.
+
+``compare_in_real_game`` is the whole protocol of ``worldsim agent mode=eval``:
+
+1. the imagination agent (from its checkpoint),
+2. a uniformly random policy over the game's real actions,
+3. the same actor-critic (same network, same hyper-parameters) trained in the real game for the
+   same number of gradient updates (``agents.real_game.train_in_real_game``; reused from
+   ``out_dir/real`` when already trained),
+
+each on the same seeds, then writes ``eval.json`` and ``curves.png`` (the return curves of both
+trainings against gradient updates).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.actor_critic import ActorCritic
+from agents.real_game import RealGameSource, train_in_real_game
+from agents.trainer import TrainConfig, load_checkpoint, plot_curves
+
+
+class AgentPolicy:
+    """An actor-critic as a policy over latent codes (sampled, or greedy)."""
+
+    real = False
+
+    def __init__(self, model: ActorCritic, *, greedy: bool = False, seed: int = 0) -> None:
+        self.model, self.greedy = model.eval(), greedy
+        device = next(model.parameters()).device
+        self.generator = torch.Generator(device).manual_seed(seed)
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.model.act(obs, greedy=self.greedy, generator=self.generator)
+
+
+class RandomPolicy:
+    """Uniformly random real actions (the game's own action space, not latent codes)."""
+
+    real = True
+
+    def __init__(self, num_actions: int, *, seed: int = 0) -> None:
+        self.num_actions = num_actions
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.randint(self.num_actions, (obs.shape[0],), generator=self.generator)
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """``{mean, std, n, values}`` of per-seed figures (population std; 0 for one seed)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std()),
+        "n": len(values),
+        "values": arr.tolist(),
+    }
+
+
+@torch.no_grad()
+def evaluate_policy(
+    policy: Callable[[torch.Tensor], torch.Tensor],
+    source: RealGameSource,
+    seeds: list[int],
+    *,
+    max_steps: int = 500,
+) -> dict[str, Any]:
+    """Mean return of the first episode of each of ``source.num_envs`` worlds, per seed.
+
+    ``policy(obs [b, ...]) -> actions [b]``; ``policy.real`` tells whether it emits real actions
+    (else latent codes, played through the binding). Episodes still running after
+    ``max_steps`` steps are cut there.
+    """
+    if not seeds:
+        raise ValueError("evaluate_policy: need at least one seed")
+    if max_steps < 1:
+        raise ValueError(f"evaluate_policy: max_steps must be >= 1, got {max_steps}")
+    per_seed, lengths = [], []
+    for seed in seeds:
+        obs = source.reset(seed=int(seed))
+        b = source.num_envs
+        total = np.zeros(b)
+        length = np.zeros(b, dtype=np.int64)
+        running = np.ones(b, dtype=bool)
+        for _ in range(max_steps):
+            actions = policy(obs)
+            obs, reward, terminated, truncated = source.step(
+                actions, real=getattr(policy, "real", False)
+            )
+            total += reward.cpu().numpy() * running
+            length += running
+            running &= ~(terminated | truncated).cpu().numpy()
+            if not running.any():
+                break
+        per_seed.append(float(total.mean()))
+        lengths.append(float(length.mean()))
+    out = summarize(per_seed)
+    out["episode_length"] = float(np.mean(lengths))
+    out["seeds"] = [int(s) for s in seeds]
+    return out
+
+
+def compare_in_real_game(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    bundle: str | os.PathLike | None = None,
+    env_id: str | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    episodes: int = 8,
+    max_steps: int = 500,
+    greedy: bool = False,
+    real_num_envs: int | None = None,
+    train_real: bool = True,
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The evaluation protocol of the module docstring; returns (and writes) the results."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, ckpt = load_checkpoint(checkpoint)
+    meta = ckpt.get("meta", {})
+    bundle = bundle or meta.get("bundle")
+    if bundle is None:
+        raise ValueError(f"{checkpoint}: the checkpoint names no bundle; pass bundle=PATH")
+    obs_type = model.cfg.obs_type
+    source = RealGameSource(
+        bundle, episodes, env_id=env_id, obs_type=obs_type, env_kwargs=env_kwargs
+    )
+    results: dict[str, Any] = {
+        "game": source.env_id,
+        "bundle": str(bundle),
+        "checkpoint": str(checkpoint),
+        "updates": int(ckpt["update"]),
+        "episodes_per_seed": episodes,
+        "max_steps": max_steps,
+    }
+    try:
+        agent = AgentPolicy(model, greedy=greedy, seed=0)
+        results["imagination_return"] = evaluate_policy(
+            agent, source, list(seeds), max_steps=max_steps
+        )
+        rand = RandomPolicy(source.num_real_actions, seed=0)
+        results["random_return"] = evaluate_policy(rand, source, list(seeds), max_steps=max_steps)
+        curves = {"imagination": ckpt.get("rows", [])}
+        if train_real:
+            known = {f.name for f in fields(TrainConfig)}
+            saved = {k: v for k, v in ckpt["train_config"].items() if k in known}
+            train = TrainConfig(
+                **{
+                    **saved,
+                    "updates": int(ckpt["update"]),
+                    "reset_each_update": False,
+                    "progress": progress,
+                }
+            )
+            network = {"channels": model.cfg.channels, "hidden": model.cfg.hidden}
+            summary = train_in_real_game(
+                bundle,
+                out / "real",
+                env_id=source.env_id,
+                num_envs=real_num_envs or int(meta.get("num_envs", 16)),
+                obs_type=obs_type,
+                train=train,
+                network=network,
+                env_kwargs=env_kwargs,
+            )
+            real_model, real_ckpt = load_checkpoint(summary["checkpoint"])
+            real_agent = AgentPolicy(real_model, greedy=greedy, seed=0)
+            results["real_return"] = evaluate_policy(
+                real_agent, source, list(seeds), max_steps=max_steps
+            )
+            results["real_checkpoint"] = summary["checkpoint"]
+            curves["real game"] = real_ckpt.get("rows", [])
+        plot_curves(curves, out / "curves.png")
+        results["plot"] = str(out / "curves.png")
+    finally:
+        source.close()
+    tmp = out / ".eval.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out / "eval.json")
+    return results
+
+
+__all__ = ["AgentPolicy", "RandomPolicy", "compare_in_real_game", "evaluate_policy", "summarize"]

@@ -1,0 +1,126 @@
+"""Imagination training: the actor-critic learns entirely inside the world model.
+
+The worlds are ``worldsim/WorldModel-v0``'s vector env (``WorldModelVectorEnv``, ``num_envs``
+worlds stepped in one batched Simulator call, tensors kept on the device). Every rollout starts
+from real frames: the env's reset draws one of the bundle's start contexts (real frames of the
+dataset) per world, and the model imagines ``horizon`` steps from there (DIAMOND: burn-in on real
+frames, then imagine). Rewards and terminations come from the bundle's heads; actions are the
+latent action codes (``Discrete(num_latent_actions)``).
+
+``train_in_imagination(bundle, out_dir, ...)`` builds the env, the agent and the
+:class:`~agents.trainer.ActorCriticTrainer`, and trains (resuming from ``out_dir`` when it holds
+a checkpoint). ``worldsim agent mode=train bundle=PATH`` calls it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.actor_critic import OBS_TYPES, ActorCritic, ActorCriticConfig
+from agents.trainer import ActorCriticTrainer, TrainConfig
+from worldsim.env import WorldModelVectorEnv
+
+
+class ImaginationSource:
+    """A :class:`~agents.trainer.RolloutSource` over a ``WorldModelVectorEnv`` (latent actions)."""
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike,
+        num_envs: int,
+        *,
+        obs_type: str = "latents",
+        sampler_steps: int = 4,
+        context_noise: float = 0.1,
+        max_episode_steps: int | None = None,
+        device: str = "cpu",
+    ) -> None:
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+        self.env = WorldModelVectorEnv(
+            num_envs,
+            bundle,
+            obs_type=obs_type,
+            action_type="latent",
+            sampler_steps=sampler_steps,
+            context_noise=context_noise,
+            max_episode_steps=max_episode_steps,
+            device=device,
+            return_torch=True,
+        )
+        self.num_envs = num_envs
+        self.num_actions = int(self.env.single_action_space.n)
+        self.obs_shape = tuple(self.env.single_observation_space.shape)
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        obs, _ = self.env.reset(seed=seed)
+        return obs
+
+    def step(self, actions: torch.Tensor):
+        obs, reward, terminated, truncated, _ = self.env.step(actions.to(self.env.device))
+        return obs, reward.float(), terminated.bool(), truncated.bool()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def agent_config(
+    obs_type: str, obs_shape: tuple[int, ...], num_actions: int, **sizes: Any
+) -> ActorCriticConfig:
+    """The actor-critic config for a world's observations (``sizes``: channels, hidden)."""
+    return ActorCriticConfig(
+        obs_type=obs_type, obs_shape=tuple(obs_shape), num_actions=num_actions, **sizes
+    )
+
+
+def train_in_imagination(
+    bundle: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    num_envs: int = 16,
+    obs_type: str = "latents",
+    train: TrainConfig | None = None,
+    network: dict[str, Any] | None = None,
+    sampler_steps: int = 4,
+    context_noise: float = 0.1,
+    max_episode_steps: int | None = None,
+    device: str = "cpu",
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Train an actor-critic inside the bundle's world model; returns the trainer's summary.
+
+    ``out_dir`` receives ``checkpoint.pt``, ``curve.csv`` and ``curve.png``.
+    """
+    train = train or TrainConfig()
+    torch.manual_seed(train.seed)
+    source = ImaginationSource(
+        bundle,
+        num_envs,
+        obs_type=obs_type,
+        sampler_steps=sampler_steps,
+        context_noise=context_noise,
+        max_episode_steps=max_episode_steps,
+        device=device,
+    )
+    model = ActorCritic(
+        agent_config(obs_type, source.obs_shape, source.num_actions, **(network or {}))
+    ).to(device)
+    meta = {
+        "name": "imagination",
+        "bundle": str(Path(bundle).resolve()),
+        "obs_type": obs_type,
+        "num_envs": num_envs,
+        "game": source.env.sim.bundle.meta.get("game"),
+    }
+    trainer = ActorCriticTrainer(model, source, train, out_dir, meta=meta, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        source.close()
+
+
+__all__ = ["ImaginationSource", "agent_config", "train_in_imagination"]

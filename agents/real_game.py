@@ -1,0 +1,206 @@
+"""The real game seen the way an agent of a bundle sees its world model.
+
+``RealGameSource`` runs ``num_envs`` copies of a real game (``envs.make_env``) in a Gymnasium
+``SyncVectorEnv`` (auto-reset ``NEXT_STEP``, like the world model's vector env) and converts at
+the boundary:
+
+- **observations**: the game's frames are resized to the bundle's frame size
+  (``worldsim.data.clips.resize_frames``: area when shrinking) and, for ``obs_type="latents"``,
+  encoded with the bundle's autoencoder and normalised with its latent statistics
+  (``Simulator.encode``), exactly what the world model's env would hand the agent;
+- **actions**: the agent's latent codes become real actions through the bundle's binding
+  (``ActionBinding.code_to_action``; a code the binding never saw plays real action 0, the
+  Simulator's own convention). ``step(..., real=True)`` takes real actions directly (the random
+  baseline).
+
+It is a :class:`~agents.trainer.RolloutSource`, so the same trainer trains the same actor-critic
+on real rollouts (``train_in_real_game``: n-step returns, rollouts continue across updates), the
+baseline of "trained in the real game for the same number of gradient updates".
+
+einops legend: b worlds, H W frame size, c h w latent shape.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.actor_critic import OBS_TYPES, ActorCritic
+from agents.imagination import agent_config
+from agents.trainer import ActorCriticTrainer, TrainConfig
+from worldsim.bundle import Bundle, load_bundle
+from worldsim.data.clips import resize_frames
+from worldsim.simulator import Simulator
+
+
+def resolve_game(bundle: Bundle, env_id: str | None) -> str:
+    """The real game of a bundle: ``env_id`` when given, else the bundle's ``meta["game"]`` when
+    that names a known game, else the default built-in game."""
+    import envs
+
+    if env_id:
+        return env_id
+    game = bundle.meta.get("game")
+    if game and (game in gym.registry or game.startswith("ALE/")):
+        return game
+    if game and not str(game).startswith("untrained"):
+        raise ValueError(
+            f"bundle {bundle.path}: meta game {game!r} is not a registered game; pass env=ID"
+        )
+    return envs.BUILTIN_GAMES[0]
+
+
+def code_table(bundle: Bundle) -> np.ndarray:
+    """``[num_codes]`` real action of each latent code (unbound codes -> 0)."""
+    if bundle.binding is None:
+        raise ValueError(
+            f"bundle {bundle.path} has no binding.json: its latent action codes cannot be played "
+            "in the real game (record the game with actions to fit a binding)"
+        )
+    table = bundle.binding.code_to_action
+    return np.where(table < 0, 0, table).astype(np.int64)
+
+
+class FrameConverter:
+    """Real frames ``[b, S, S, 3]`` -> the agent's observations (pixels or latents)."""
+
+    def __init__(self, sim: Simulator, obs_type: str) -> None:
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+        self.sim, self.obs_type = sim, obs_type
+
+    def frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames resized to the bundle's frame size, ``[b, H, W, 3]``."""
+        x = torch.as_tensor(np.ascontiguousarray(frames))
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(
+                f"real frames must be uint8 [b, H, W, 3], got {x.dtype} {tuple(x.shape)}"
+            )
+        return resize_frames(x, self.sim.frame_size)
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        x = self.frames(frames)
+        if self.obs_type == "pixels":
+            return x.to(self.sim.device)
+        return self.sim.encode(x[:, None])[:, 0].float()  # b 1 H W 3 -> b c h w
+
+
+class RealGameSource:
+    """``num_envs`` real games speaking the agent's language (see the module docstring)."""
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike | Bundle,
+        num_envs: int,
+        *,
+        env_id: str | None = None,
+        obs_type: str = "latents",
+        max_episode_steps: int | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+        device: str = "cpu",
+    ) -> None:
+        loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.bundle = loaded
+        self.env_id = resolve_game(loaded, env_id)
+        self.sim = Simulator(loaded, device=device, batch=1)
+        self.convert = FrameConverter(self.sim, obs_type)
+        self.codes = torch.as_tensor(code_table(loaded))
+        self.num_envs = num_envs
+        size = self.sim.frame_size[0]
+        kwargs = dict(env_kwargs or {})
+
+        def make() -> gym.Env:
+            from envs import make_env
+
+            env = make_env(self.env_id, size=size, **kwargs)
+            if max_episode_steps is not None:
+                env = gym.wrappers.TimeLimit(env, max_episode_steps)
+            return env
+
+        self.envs = gym.vector.SyncVectorEnv([make for _ in range(num_envs)])
+        space = self.envs.single_action_space
+        if not isinstance(space, gym.spaces.Discrete):
+            raise ValueError(f"{self.env_id}: agents need a discrete action space, got {space}")
+        self.num_real_actions = int(space.n)
+        self.num_actions = len(self.codes)
+        self.obs_shape = (
+            (*self.sim.frame_size, 3) if obs_type == "pixels" else tuple(self.sim.latent_shape)
+        )
+        self.last_frames: np.ndarray | None = None
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        frames, _ = self.envs.reset(seed=seed)
+        self.last_frames = frames
+        return self.convert(frames)
+
+    def step(self, actions: torch.Tensor, *, real: bool = False):
+        acts = torch.as_tensor(actions).cpu().long()
+        if not real:
+            if acts.numel() and (int(acts.min()) < 0 or int(acts.max()) >= self.num_actions):
+                raise ValueError(
+                    f"latent codes must lie in [0, {self.num_actions}), got {acts.tolist()}"
+                )
+            acts = self.codes[acts]
+        frames, reward, terminated, truncated, _ = self.envs.step(acts.numpy())
+        self.last_frames = frames
+        dev = self.sim.device
+        return (
+            self.convert(frames),
+            torch.as_tensor(reward, dtype=torch.float32, device=dev),
+            torch.as_tensor(terminated, device=dev),
+            torch.as_tensor(truncated, device=dev),
+        )
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def train_in_real_game(
+    bundle: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    env_id: str | None = None,
+    num_envs: int = 16,
+    obs_type: str = "latents",
+    train: TrainConfig | None = None,
+    network: dict[str, Any] | None = None,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Train the same actor-critic on real rollouts (n-step returns); same files as imagination."""
+    train = train or TrainConfig(reset_each_update=False)
+    torch.manual_seed(train.seed)
+    source = RealGameSource(
+        bundle,
+        num_envs,
+        env_id=env_id,
+        obs_type=obs_type,
+        max_episode_steps=max_episode_steps,
+        env_kwargs=env_kwargs,
+        device=device,
+    )
+    model = ActorCritic(
+        agent_config(obs_type, source.obs_shape, source.num_actions, **(network or {}))
+    ).to(device)
+    meta = {
+        "name": "real game",
+        "bundle": str(Path(bundle).resolve()),
+        "obs_type": obs_type,
+        "num_envs": num_envs,
+        "game": source.env_id,
+    }
+    trainer = ActorCriticTrainer(model, source, train, out_dir, meta=meta, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        source.close()
+
+
+__all__ = ["FrameConverter", "RealGameSource", "code_table", "resolve_game", "train_in_real_game"]

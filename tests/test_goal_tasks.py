@@ -1,0 +1,117 @@
+"""Goal tasks: deterministic per seed, solvable, judged from the game state; the planner side
+receives frames only (no game state) and plans through a tiny untrained bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.goal_tasks import _path_actions, _walk, make_goal_tasks, reached
+from agents.plan_eval import evaluate_planner, run_goal_task
+
+
+def test_task_set_is_deterministic_per_seed():
+    a = make_goal_tasks(num_tasks=3, seed=7, size=32)
+    b = make_goal_tasks(num_tasks=3, seed=7, size=32)
+    c = make_goal_tasks(num_tasks=3, seed=8, size=32)
+    assert a == b
+    assert all(np.array_equal(x.goal_frame, y.goal_frame) for x, y in zip(a, b))
+    assert [t.level_seed for t in a] != [t.level_seed for t in c]
+    for t in a:
+        assert t.goal_frame.shape == (32, 32, 3) and t.goal_frame.dtype == np.uint8
+        assert 4 <= t.path_moves <= 6 and t.max_steps == 3 * t.path_moves
+        assert t.start_tile != t.goal_tile
+    with pytest.raises(ValueError, match="no goal tasks"):
+        make_goal_tasks("worldsim/Paddle-v0")
+
+
+class Spy:
+    """A stand-in for PlanningAgent that records everything it is handed."""
+
+    def __init__(self, actions):
+        self.actions, self.seen = list(actions), []
+
+    def reset(self):
+        self.seen.append(("reset",))
+
+    def set_goal(self, goal):
+        self.seen.append(("goal", goal))
+
+    def act(self, frame):
+        self.seen.append(("act", frame))
+        return self.actions.pop(0) if self.actions else 0
+
+
+def test_success_is_judged_from_the_game_and_the_agent_sees_frames_only():
+    task = make_goal_tasks(num_tasks=1, seed=3, size=32)[0]
+    env = task.make_env()
+    env.reset(seed=task.level_seed)
+    from envs.scroller import GOAL, HAZARD, WALL
+
+    _, parent = _walk(env.unwrapped.grid, task.start_tile, (WALL, HAZARD, GOAL))
+    path = _path_actions(parent, task.start_tile, task.goal_tile, 2)
+    assert not reached(env, task)
+    codes = np.arange(5)  # identity binding: code c plays real action c
+    spy = Spy(path)
+    out = run_goal_task(task, spy, codes, tolerance=0)
+    assert out["success"] and out["steps"] == len(path)
+    # The default tolerance (4 px, one move) counts the agent half a tile short as there.
+    assert run_goal_task(task, Spy(path), codes)["steps"] == len(path) - 1
+    kinds = [s[0] for s in spy.seen]
+    assert kinds[:2] == ["reset", "goal"] and kinds[2:] == ["act"] * len(path)
+    for entry in spy.seen[1:]:  # the goal image and the frames: uint8 images, nothing else
+        assert len(entry) == 2 and isinstance(entry[1], np.ndarray)
+        assert entry[1].dtype == np.uint8 and entry[1].shape == (32, 32, 3)
+    idle = run_goal_task(task, Spy([]), codes)  # NOOP forever: never there
+    assert not idle["success"] and idle["steps"] == task.max_steps
+
+
+def test_plan_eval_reports_success_budget_and_speed(tmp_path):
+    from worldsim.bundle import untrained_bundle
+
+    bundle = untrained_bundle(tmp_path / "b", "tiny", action_space={"type": "discrete", "n": 5})
+    planner = {
+        "method": "cem",
+        "horizon": 2,
+        "population": 4,
+        "iterations": 1,
+        "elites": 2,
+        "replan_every": 2,
+    }
+    res = evaluate_planner(bundle, planner=planner, seeds=(0, 1, 2), num_tasks=1, sampler_steps=1)
+    assert res["game"] == "worldsim/Scroller-v0"
+    assert res["plan_success"]["n"] == 3 and 0 <= res["plan_success"]["mean"] <= 1
+    assert res["plan_budget"]["calls_per_plan"] == 8 and res["plan_budget"]["calls_per_action"] == 4
+    assert res["plan_seconds_per_action"]["mean"] > 0
+
+
+def test_plan_and_agent_commands_compose_and_run(tmp_path):
+    import json
+
+    from worldsim.bundle import untrained_bundle
+    from worldsim.cli import run_command
+    from worldsim.config import ConfigError
+
+    bundle = untrained_bundle(tmp_path / "b", "tiny", action_space={"type": "discrete", "n": 5})
+    out = tmp_path / "plan.json"
+    overrides = [
+        f"bundle={bundle}",
+        "planner=mppi",
+        "num_tasks=1",
+        "seeds=[0]",
+        "sampler_steps=1",
+        "planner.population=4",
+        "planner.elites=2",
+        "planner.iterations=1",
+        "planner.horizon=2",
+        f"out={out}",
+    ]
+    res = run_command("plan", overrides)
+    assert (
+        res["method"] == "mppi"
+        and json.loads(out.read_text())["plan_budget"]["calls_per_plan"] == 8
+    )
+    with pytest.raises(ConfigError, match="modes"):
+        run_command("agent", [f"bundle={bundle}", "mode=fly"])
+    with pytest.raises(ConfigError, match="bundle"):
+        run_command("plan", [f"bundle={tmp_path}"])
