@@ -10,7 +10,8 @@ Measures, in one run on one machine:
 
 Usage::
 
-    python benchmarks/bench_dynamics.py --preset quickstart --steps 4 --batch 64 [--threads 1]
+    python benchmarks/bench_dynamics.py --preset quickstart --steps 4 --batch 64 [--threads 1] \
+        [--summary RUN_DIR/summary.json --note "command, load"]
 
 On a CPU shared with other busy processes, OpenMP threads that spin-wait for each other can make
 small matmuls 100x slower; ``--threads 1`` then gives the honest single-core figures.
@@ -96,6 +97,13 @@ def main(argv: list[str] | None = None) -> dict:
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dynamics.json"))
+    parser.add_argument(
+        "--summary",
+        default=None,
+        help="summary.json of a `worldsim train stage=dynamics` run: its rollout figures are "
+        "stored next to the throughput under 'real_game'",
+    )
+    parser.add_argument("--note", default="", help="how the --summary run was made (command, load)")
     args = parser.parse_args(argv)
 
     if args.threads > 0:
@@ -122,6 +130,19 @@ def main(argv: list[str] | None = None) -> dict:
             result[f"fps_{label}"] = fps
             result[f"batch_{label}"] = batch
             result[f"mfu_{label}"] = flops * fps / peak
+    if args.summary:
+        summary = json.loads(Path(args.summary).read_text())
+        keys = ("rollout_psnr", "random_psnr", "copy_last_psnr", "rollout_ssim", "train_seconds")
+        missing = [k for k in keys[:3] if k not in summary]
+        if missing:
+            raise SystemExit(
+                f"--summary {args.summary}: no {missing} (not a dynamics-stage summary?)"
+            )
+        result["real_game"] = {
+            "note": args.note,
+            **{k: summary[k] for k in keys if k in summary},
+            **{k: v for k, v in summary.items() if k.startswith("delta_psnr_")},
+        }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -69,9 +69,12 @@ def test_action_changes_the_prediction():
     torch.testing.assert_close(v0[:, 0], v1[:, 0])
 
 
+@pytest.mark.parametrize("frame_concat", [True, False])
 @pytest.mark.parametrize("attention", ["factorized", "block_causal"])
-def test_cached_generation_matches_uncached(attention):
-    model = _perturbed(build_dynamics("tiny", attention=attention, context_window=3))
+def test_cached_generation_matches_uncached(attention, frame_concat):
+    model = _perturbed(
+        build_dynamics("tiny", attention=attention, context_window=3, frame_concat=frame_concat)
+    )
     z0, a0 = torch.randn(2, 2, 4, 8, 8), torch.randint(0, 4, (2, 1))
     actions = torch.randint(0, 4, (2, 8))  # 8 frames > window of 3
     cached = rollout(model, z0, a0, actions, steps=2, generator=torch.Generator().manual_seed(0))
@@ -135,3 +138,18 @@ def test_bad_inputs_raise_clear_errors():
     no_shortcut = build_dynamics("tiny", shortcut=False)
     with pytest.raises(ValueError, match="shortcut is False"):
         no_shortcut(z, torch.rand(2, 3), step_size=torch.rand(2, 3))
+
+
+def test_frame_concat_feeds_the_previous_frame_to_the_input():
+    model = build_dynamics("tiny")
+    assert model.patch_embed.channels == 2 * model.cfg.latent_channels
+    z = torch.randn(1, 3, 4, 8, 8)
+    x = model._with_previous(z)
+    torch.testing.assert_close(x[:, 1:, 4:], z[:, :-1])  # frame t+1 carries frame t
+    assert torch.count_nonzero(x[:, 0, 4:]) == 0  # frame 0 has no predecessor
+    cache = model.init_cache(1)
+    model.prefill(cache, z, torch.randint(0, 4, (1, 2)))
+    torch.testing.assert_close(cache.previous_frame(), z[:, -1])
+    cache.reset(torch.tensor([True]))
+    assert torch.count_nonzero(cache.previous_frame()) == 0
+    assert build_dynamics("tiny", frame_concat=False).init_cache(1).last is None

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from worldsim.dynamics import build_dynamics
-from worldsim.flow import rollout, sample_next, training_loss
+from worldsim.flow import rollout, sample_next, sample_noise_levels, training_loss
 
 MOVES = torch.tensor([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])  # stay, up, down, left, right
 
@@ -134,3 +134,79 @@ def test_rollout_continuous_actions_shape():
     z = torch.randn(3, 2, 4, 8, 8)
     out = rollout(net, z, torch.randn(3, 1, 2), torch.randn(3, 5, 2), steps=1)
     assert out.shape == (3, 5, 4, 8, 8)
+
+
+def test_noise_levels_keep_the_predicted_frame_noisy():
+    g = torch.Generator().manual_seed(0)
+    s, context = sample_noise_levels(512, 6, context_prob=0.25, clean_prob=0.5, generator=g)
+    assert s.shape == context.shape == (512, 6)
+    assert not context[:, -1].any()  # the last frame of a clip is always a target
+    assert (s[context] <= 0.2).all() and (s[~context] > 0).all() and (s <= 1).all()
+    # Context frames: clean_prob of them, plus whole clips in generation mode.
+    frac = context[:, :-1].float().mean().item()
+    assert 0.55 < frac < 0.7, frac
+    assert (s[~context] > 0.5).float().mean() > 0.4  # targets are usually far from clean
+    with pytest.raises(ValueError, match="target_noise must be one of"):
+        sample_noise_levels(2, 3, target_noise="cosine")
+
+
+def test_context_frames_do_not_count_in_the_loss():
+    net = build_dynamics("tiny", num_actions=5, shortcut=False)
+    with torch.no_grad():
+        net.final.linear.bias.fill_(0.3)
+    z, a = blob_world(4, 4)
+    kw = dict(cfg_dropout=0.0, generator=torch.Generator().manual_seed(0))
+    all_context = training_loss(net, z, a, context_prob=1.0, **kw)
+    kw["generator"] = torch.Generator().manual_seed(0)
+    weighted = training_loss(net, z, a, context_prob=1.0, context_loss_weight=1.0, **kw)
+    # Generation mode everywhere: only the last frame is a target, so the two losses differ.
+    assert not torch.isclose(all_context["loss"], weighted["loss"])
+    torch.testing.assert_close(all_context["loss"], all_context["flow_loss"])
+
+
+STEP = torch.tensor(
+    [[0, 0, 0, 0], [0.6, 0, 0, 0], [-0.6, 0, 0, 0], [0, 0.6, 0, 0], [0, -0.6, 0, 0]]
+)
+
+
+def offset_world(batch: int, frames: int, seed: int):
+    """Latents [b, t, 4, 8, 8]: a fixed random pattern whose channel levels the action alone
+    moves (action k adds STEP[k] to every cell): nothing but a_t tells frame t+1 from frame t."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(batch, 4, 8, 8, generator=g) * 0.5
+    actions = torch.randint(0, 5, (batch, frames - 1), generator=g)
+    offset = torch.cat([torch.zeros(batch, 1, 4), STEP[actions].cumsum(1)], 1)  # [b, t, c]
+    offset = offset - offset.mean(1, keepdim=True)
+    return base[:, None] + offset[..., None, None], actions
+
+
+def _psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((-10 * torch.log10((x - y).pow(2).mean(dim=(2, 3, 4)))).mean())
+
+
+def test_true_actions_beat_random_actions_after_short_training():
+    """The unit-level form of Genie's delta-PSNR: if actions do not reach the predicted frame
+    (misaligned, gated off, or ignored because the loss never needs them), true and random
+    actions give the same rollout and this fails."""
+    torch.manual_seed(0)
+    net = build_dynamics("tiny", num_actions=5)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for step in range(250):
+        z, a = offset_world(16, 4, seed=step)
+        loss = training_loss(net, z, a, generator=g)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    z, a = offset_world(64, 5, seed=10_000)
+    wrong = (a + torch.randint(1, 5, a.shape, generator=torch.Generator().manual_seed(3))) % 5
+    kw = dict(steps=4)
+    true = rollout(
+        net, z[:, :2], a[:, :1], a[:, 1:], generator=torch.Generator().manual_seed(0), **kw
+    )
+    rand = rollout(
+        net, z[:, :2], a[:, :1], wrong[:, 1:], generator=torch.Generator().manual_seed(0), **kw
+    )
+    delta = _psnr(true, z[:, 2:]) - _psnr(rand, z[:, 2:])
+    assert delta > 1.0, delta

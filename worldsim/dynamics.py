@@ -61,6 +61,7 @@ class DynamicsConfig:
     action_dim: int = 0  # continuous action width (continuous, both)
     shortcut: bool = True  # condition on the step size d (shortcut models)
     context_window: int = 16  # W: finished frames kept in the KV cache during generation
+    frame_concat: bool = True  # also feed each frame's predecessor as extra input channels
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
@@ -184,7 +185,8 @@ class DynamicsModel(nn.Module):
         super().__init__()
         self.cfg = cfg = config
         self.grid = (cfg.latent_height // cfg.patch_size, cfg.latent_width // cfg.patch_size)
-        self.patch_embed = PatchEmbed(cfg.latent_channels, cfg.dim, cfg.patch_size)
+        in_channels = cfg.latent_channels * (2 if cfg.frame_concat else 1)
+        self.patch_embed = PatchEmbed(in_channels, cfg.dim, cfg.patch_size)
         self.noise_embed = TimestepEmbedder(cfg.dim)
         self.step_embed = TimestepEmbedder(cfg.dim) if cfg.shortcut else None
         self.action_embed = ActionEmbedder(
@@ -255,14 +257,25 @@ class DynamicsModel(nn.Module):
                 f"dynamics expects latents {lead}{', '.join(map(str, want))}], got {tuple(z.shape)}"
             )
 
+    def _with_previous(self, z: torch.Tensor) -> torch.Tensor:
+        """``z [b, t, c, h, w] -> [b, t, 2c, h, w]``: each frame next to the frame before it (as
+        given, at its own noise level; zeros before frame 0, as for a world with an empty cache).
+
+        Why: with factorized attention a token only sees its own position in earlier frames, so
+        "copy the last frame, moved by the action" needs a spatial layer to gather neighbours
+        first; with the predecessor in the input channels the first spatial layer can do it,
+        and short CPU runs learn to copy and shift instead of predicting a blur."""
+        if not self.cfg.frame_concat:
+            return z
+        previous = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], dim=1)
+        return torch.cat([z, previous], dim=2)
+
     def _run(self, z: torch.Tensor, c: torch.Tensor, window, cache, mode) -> torch.Tensor:
-        x = self.patch_embed(z)  # [b, t, n, d]
+        x = self.patch_embed(z)  # [b, t, n, d] (z holds 2c channels with frame_concat)
         for block in self.blocks:
             x = block(x, c, self.grid, window, cache, mode)
         out = self.final(x, c)  # [b, t, n, (p p c)]
-        return unpatchify(
-            out, self.cfg.patch_size, self.cfg.latent_height, self.cfg.latent_width
-        )
+        return unpatchify(out, self.cfg.patch_size, self.cfg.latent_height, self.cfg.latent_width)
 
     # --- full passes --------------------------------------------------------------------------
     def forward(
@@ -296,7 +309,7 @@ class DynamicsModel(nn.Module):
         c = self._time_cond(noise_level, step_size) + self.action_embed.sequence(
             actions, b, t, null_mask
         )
-        return self._run(z_noisy, c, window, None, "full")
+        return self._run(self._with_previous(z_noisy), c, window, None, "full")
 
     # --- cached generation --------------------------------------------------------------------
     def init_cache(
@@ -314,6 +327,9 @@ class DynamicsModel(nn.Module):
             cfg.dim // cfg.heads,
             device,
             dtype,
+            frame_shape=(cfg.latent_channels, cfg.latent_height, cfg.latent_width)
+            if cfg.frame_concat
+            else None,
         )
 
     @torch.no_grad()
@@ -329,8 +345,10 @@ class DynamicsModel(nn.Module):
         level = z.new_full((b, t), float(noise_level))
         c = self._time_cond(level, None) + self.action_embed.sequence(actions, b, t)
         cache.reset()
-        self._run(z, c, cache.window, cache, "prefill")
+        self._run(self._with_previous(z), c, cache.window, cache, "prefill")
         cache.commit()
+        if self.cfg.frame_concat:
+            cache.set_last(z[:, -1])
 
     def step(
         self,
@@ -363,9 +381,18 @@ class DynamicsModel(nn.Module):
             act = self.action_embed(action)
         # A world with nothing cached is at its first frame, which has no preceding action.
         act = torch.where((cache.filled == 0)[:, None], self.action_embed.start.to(act.dtype), act)
-        out = self._run(z_new[:, None], c + act[:, None], None, cache, "write" if write else "read")
+        z_in = z_new[:, None]  # [b, 1, c, h, w]
+        if self.cfg.frame_concat:
+            if cache.last is None:
+                raise ValueError(
+                    "step: frame_concat needs a cache from init_cache (with frame_shape)"
+                )
+            z_in = torch.cat([z_in, cache.previous_frame()[:, None].to(z_in.dtype)], dim=2)
+        out = self._run(z_in, c + act[:, None], None, cache, "write" if write else "read")
         if write:
             cache.commit()
+            if self.cfg.frame_concat:
+                cache.set_last(z_new)
         return out[:, 0]
 
 

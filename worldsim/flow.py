@@ -9,10 +9,12 @@ anything with the interface of :class:`worldsim.dynamics.DynamicsModel` works.
 ``x_{s-d} = x_s - d v(x_s, s, d)``.
 
 **Diffusion forcing (Chen et al. 2024).** In training every frame of a clip draws its own
-``s``, so the model learns to denoise a frame given context at any noise level; context frames
-are noised too, which teaches the model to trust noisy context and limits rollout drift. With
-probability ``context_prob`` a clip is drawn in "generation mode": every frame but the last
-gets a small level in ``[0, context_noise_max]``, the regime the sampler works in.
+``s``, so the model learns to denoise a frame given context at any noise level and to trust a
+slightly noisy history, which limits rollout drift. Levels come from
+:func:`sample_noise_levels`: each frame is a low-noise *context* frame or a *target* frame, the
+last frame always a target, and a fraction of clips are in "generation mode" (clean history,
+noisy last frame: the regime the sampler works in). Only target frames count in the loss by
+default, so the loss keeps asking for what only the action can tell: where the next frame moved.
 
 **Shortcut models (Frans et al. 2024).** The network also sees the step size ``d`` it is asked
 to take. ``d = 0`` is plain flow matching. For a fraction of the clips, frames draw
@@ -162,9 +164,7 @@ def training_loss(
 
     d = torch.zeros(b, t, device=dev)
     shortcut = (
-        bool(getattr(net.cfg, "shortcut", False))
-        and shortcut_fraction > 0
-        and shortcut_levels > 0
+        bool(getattr(net.cfg, "shortcut", False)) and shortcut_fraction > 0 and shortcut_levels > 0
     )
     rows = (
         (rand(b) < shortcut_fraction) if shortcut else torch.zeros(b, dtype=torch.bool, device=dev)
@@ -346,9 +346,7 @@ def rollout(
             frames.append(sample_next(net, None, None, _action_at(actions, i), cache=cache, **kw))
         return torch.stack(frames, dim=1)
     if window is not None and window != net.cfg.context_window:
-        raise ValueError(
-            "rollout(use_cache=False) uses net.cfg.context_window; pass window=None"
-        )
+        raise ValueError("rollout(use_cache=False) uses net.cfg.context_window; pass window=None")
     hist_z, hist_a = context_z, context_actions
     for i in range(horizon):
         a_i = _action_at(actions, i)

@@ -21,6 +21,7 @@ einops legend: b batch, t time, c latent channels, h w latent grid, a action dim
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -145,6 +146,9 @@ class RewardTerminationHeads(nn.Module):
         # Start by predicting reward 0 (DreamerV3): no early large-value predictions.
         nn.init.zeros_(self.reward_out.weight)
         nn.init.zeros_(self.reward_out.bias)
+        # ... and termination as rare (prior probability 1%): a fresh head never ends episodes.
+        nn.init.zeros_(self.termination_out.weight)
+        nn.init.constant_(self.termination_out.bias, math.log(0.01 / 0.99))
 
     def _features(
         self, z_prev: torch.Tensor, z_next: torch.Tensor, action: ActionInput

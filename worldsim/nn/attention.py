@@ -43,6 +43,9 @@ class KVCache:
     Tensors: ``k``, ``v`` ``[L, b, W, n, h, e]`` (pre-RoPE, post-QK-norm), newest frame last;
     ``filled [b]`` how many of the last slots hold real frames for each batch element.
     Writes are staged per layer during a forward pass and applied together by :meth:`commit`.
+    With ``frame_shape=(c, h, w)`` the cache also keeps ``last [b, c, h, w]``, the latest
+    finished frame itself (zeros for an empty element), for models that read the previous frame
+    directly (``DynamicsConfig.frame_concat``); :meth:`set_last` updates it.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class KVCache:
         head_dim: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        frame_shape: tuple[int, int, int] | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"KVCache window must be >= 1 frame, got {window}")
@@ -62,6 +66,11 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.filled = torch.zeros(batch, dtype=torch.long, device=device)
+        self.last = (
+            torch.zeros((batch, *frame_shape), device=device, dtype=dtype)
+            if frame_shape is not None
+            else None
+        )
         self._pending: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
 
     # --- shape ------------------------------------------------------------------------------
@@ -113,6 +122,23 @@ class KVCache:
         self.filled = (self.filled + f).clamp(max=self.window)
         self._pending = [None] * self.num_layers
 
+    def set_last(self, frame: torch.Tensor) -> None:
+        """Record ``frame [b, c, h, w]`` as every element's latest finished frame."""
+        if self.last is None:
+            raise RuntimeError("KVCache.set_last: this cache was built without frame_shape")
+        if frame.shape != self.last.shape:
+            raise ValueError(
+                f"KVCache.set_last: expected {tuple(self.last.shape)}, got {tuple(frame.shape)}"
+            )
+        self.last = frame.detach().to(self.last.dtype).clone()
+
+    def previous_frame(self) -> torch.Tensor:
+        """``last`` with empty elements zeroed (a first frame has no predecessor)."""
+        if self.last is None:
+            raise RuntimeError("KVCache.previous_frame: this cache was built without frame_shape")
+        keep = (self.filled > 0).to(self.last.dtype)[:, None, None, None]
+        return self.last * keep
+
     def discard(self) -> None:
         """Drop staged writes (a pass that should not change the cache)."""
         self._pending = [None] * self.num_layers
@@ -136,6 +162,7 @@ class KVCache:
         out.k = self.k[:, index].clone()
         out.v = self.v[:, index].clone()
         out.filled = self.filled[index].clone()
+        out.last = None if self.last is None else self.last[index].clone()
         out._pending = [None] * self.num_layers
         return out
 
@@ -148,9 +175,13 @@ class KVCache:
         self.k[:, index] = other.k.to(self.k.dtype)
         self.v[:, index] = other.v.to(self.v.dtype)
         self.filled[index] = other.filled
+        if self.last is not None and other.last is not None:
+            self.last[index] = other.last.to(self.last.dtype)
 
     def to(self, device: torch.device | str) -> KVCache:
         self.k, self.v, self.filled = self.k.to(device), self.v.to(device), self.filled.to(device)
+        if self.last is not None:
+            self.last = self.last.to(device)
         return self
 
 
