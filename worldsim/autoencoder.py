@@ -47,6 +47,7 @@ from worldsim.nn.conv import (
     Upsample2d,
     group_norm,
 )
+from worldsim.presets import from_preset, replace_fields
 
 SPATIAL_COMPRESSIONS = (4, 8, 16)
 TEMPORAL_COMPRESSIONS = (1, 2, 4)
@@ -141,29 +142,13 @@ PRESETS: dict[str, AutoencoderConfig] = {
 def config_from_dict(
     values: dict[str, Any], base: AutoencoderConfig | None = None
 ) -> AutoencoderConfig:
-    """Build a config from ``base`` (default: the dataclass defaults) and field overrides.
-
-    Raises ``ValueError`` naming any unknown field and listing the allowed ones.
-    """
-    allowed = [f.name for f in dataclasses.fields(AutoencoderConfig)]
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"unknown autoencoder config field(s) {unknown}; allowed fields: {', '.join(allowed)}"
-        )
-    return dataclasses.replace(base or AutoencoderConfig(), **values)
+    """Build a config from ``base`` (default: the dataclass defaults) and field overrides."""
+    return replace_fields(base or AutoencoderConfig(), values, "autoencoder config")
 
 
 def config_from_preset(name: str, **overrides: Any) -> AutoencoderConfig:
-    """The preset ``name`` with fields overridden, e.g. ``config_from_preset('tiny', width=16)``.
-
-    Raises ``ValueError`` naming an unknown preset or field and listing the allowed ones.
-    """
-    if name not in PRESETS:
-        raise ValueError(
-            f"unknown autoencoder preset {name!r}; allowed presets: {', '.join(PRESETS)}"
-        )
-    return config_from_dict(overrides, base=PRESETS[name])
+    """The preset ``name`` with fields overridden, e.g. ``config_from_preset('tiny', width=16)``."""
+    return from_preset(PRESETS, name, "autoencoder", "autoencoder config", **overrides)
 
 
 class Encoder(nn.Module):

@@ -27,7 +27,6 @@ d width, a action dim.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +35,7 @@ from torch import nn
 from worldsim.nn.adaln import ActionEmbedder, ActionInput, TimestepEmbedder, modulate
 from worldsim.nn.attention import Attention, KVCache
 from worldsim.nn.patchify import PatchEmbed, check_patch, unpatchify
+from worldsim.presets import from_preset
 
 ATTENTION_MODES = ("factorized", "block_causal")
 ACTION_INIT_STD = 1.0  # std of the learned action, start and null vectors at init
@@ -123,15 +123,7 @@ PRESETS: dict[str, DynamicsConfig] = {
 
 def config_from_preset(name: str, **overrides) -> DynamicsConfig:
     """A preset's config with fields replaced; unknown preset or field names raise ``ValueError``."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown dynamics preset {name!r}; choose one of {sorted(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(DynamicsConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(
-            f"unknown DynamicsConfig field(s) {unknown}; valid fields: {sorted(fields)}"
-        )
-    return dataclasses.replace(PRESETS[name], **overrides)
+    return from_preset(PRESETS, name, "dynamics", "DynamicsConfig", **overrides)
 
 
 class DiTBlock(nn.Module):

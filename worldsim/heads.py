@@ -20,7 +20,6 @@ einops legend: b batch, t time, c latent channels, h w latent grid, a action dim
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from worldsim.nn.adaln import ActionEmbedder, ActionInput
+from worldsim.presets import from_preset
 
 REWARD_MODES = ("twohot", "regression")
 
@@ -79,13 +79,7 @@ PRESETS: dict[str, HeadsConfig] = {
 
 def config_from_preset(name: str, **overrides) -> HeadsConfig:
     """A preset's config with fields replaced; unknown preset or field names raise ``ValueError``."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown heads preset {name!r}; choose one of {sorted(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(HeadsConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown HeadsConfig field(s) {unknown}; valid fields: {sorted(fields)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
+    return from_preset(PRESETS, name, "heads", "HeadsConfig", **overrides)
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ from worldsim.data.episode import frames_to_tensor
 from worldsim.metrics import codebook_usage
 from worldsim.nn.conv import Downsample2d, ResBlock2d, Upsample2d, group_norm
 from worldsim.nn.quantizer import UPDATES, VectorQuantizer
+from worldsim.presets import from_preset, replace_fields
 
 INPUTS = ("latent", "pixel")
 
@@ -166,29 +167,13 @@ PRESETS: dict[str, LatentActionConfig] = {
 def config_from_dict(
     values: dict[str, Any], base: LatentActionConfig | None = None
 ) -> LatentActionConfig:
-    """Build a config from ``base`` (default: the dataclass defaults) and field overrides.
-
-    Raises ``ValueError`` naming any unknown field and listing the allowed ones.
-    """
-    allowed = [f.name for f in dataclasses.fields(LatentActionConfig)]
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"unknown latent action config field(s) {unknown}; allowed fields: {', '.join(allowed)}"
-        )
-    return dataclasses.replace(base or LatentActionConfig(), **values)
+    """Build a config from ``base`` (default: the dataclass defaults) and field overrides."""
+    return replace_fields(base or LatentActionConfig(), values, "latent action config")
 
 
 def config_from_preset(name: str, **overrides: Any) -> LatentActionConfig:
-    """The preset ``name`` with fields overridden, e.g. ``config_from_preset('tiny', num_codes=4)``.
-
-    Raises ``ValueError`` naming an unknown preset or field and listing the allowed ones.
-    """
-    if name not in PRESETS:
-        raise ValueError(
-            f"unknown latent action preset {name!r}; allowed presets: {', '.join(PRESETS)}"
-        )
-    return config_from_dict(overrides, base=PRESETS[name])
+    """The preset ``name`` with fields overridden, e.g. ``config_from_preset('tiny', num_codes=4)``."""
+    return from_preset(PRESETS, name, "latent action", "latent action config", **overrides)
 
 
 def transition_windows(x: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
