@@ -60,6 +60,7 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
             out,
             num_envs=int(a.num_envs),
             obs_type=a.obs_type,
+            action_type=a.action_type,
             train=_train_config(a.train),
             network=_container(a.network),
             sampler_steps=int(a.sampler_steps),

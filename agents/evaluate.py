@@ -36,12 +36,13 @@ from agents.trainer import TrainConfig, load_checkpoint, plot_curves
 
 
 class AgentPolicy:
-    """An actor-critic as a policy over latent codes (sampled, or greedy)."""
+    """An actor-critic as a policy over latent codes, or real actions with ``real=True``
+    (sampled, or greedy)."""
 
-    real = False
-
-    def __init__(self, model: ActorCritic, *, greedy: bool = False, seed: int = 0) -> None:
-        self.model, self.greedy = model.eval(), greedy
+    def __init__(
+        self, model: ActorCritic, *, greedy: bool = False, seed: int = 0, real: bool = False
+    ) -> None:
+        self.model, self.greedy, self.real = model.eval(), greedy, real
         device = next(model.parameters()).device
         self.generator = torch.Generator(device).manual_seed(seed)
 
@@ -140,6 +141,8 @@ def compare_in_real_game(
     if bundle is None:
         raise ValueError(f"{checkpoint}: the checkpoint names no bundle; pass bundle=PATH")
     obs_type = model.cfg.obs_type
+    action_type = meta.get("action_type", "latent")
+    real = action_type == "real"
     source = RealGameSource(
         bundle, episodes, env_id=env_id, obs_type=obs_type, env_kwargs=env_kwargs
     )
@@ -148,11 +151,12 @@ def compare_in_real_game(
         "bundle": str(bundle),
         "checkpoint": str(checkpoint),
         "updates": int(ckpt["update"]),
+        "action_type": action_type,
         "episodes_per_seed": episodes,
         "max_steps": max_steps,
     }
     try:
-        agent = AgentPolicy(model, greedy=greedy, seed=0)
+        agent = AgentPolicy(model, greedy=greedy, seed=0, real=real)
         results["imagination_return"] = evaluate_policy(
             agent, source, list(seeds), max_steps=max_steps
         )
@@ -177,12 +181,13 @@ def compare_in_real_game(
                 env_id=source.env_id,
                 num_envs=real_num_envs or int(meta.get("num_envs", 16)),
                 obs_type=obs_type,
+                action_type=action_type,
                 train=train,
                 network=network,
                 env_kwargs=env_kwargs,
             )
             real_model, real_ckpt = load_checkpoint(summary["checkpoint"])
-            real_agent = AgentPolicy(real_model, greedy=greedy, seed=0)
+            real_agent = AgentPolicy(real_model, greedy=greedy, seed=0, real=real)
             results["real_return"] = evaluate_policy(
                 real_agent, source, list(seeds), max_steps=max_steps
             )

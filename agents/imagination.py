@@ -24,9 +24,18 @@ from agents.actor_critic import OBS_TYPES, ActorCritic, ActorCriticConfig
 from agents.trainer import ActorCriticTrainer, TrainConfig
 from worldsim.env import WorldModelVectorEnv
 
+ACTION_TYPES = ("latent", "real")  # what the agent picks: latent codes, or the game's actions
+
 
 class ImaginationSource:
-    """A :class:`~agents.trainer.RolloutSource` over a ``WorldModelVectorEnv`` (latent actions)."""
+    """A :class:`~agents.trainer.RolloutSource` over a ``WorldModelVectorEnv``.
+
+    ``action_type="latent"``: the agent picks latent action codes (works on label-free video).
+    ``action_type="real"``: the agent picks the game's real actions, which the world model plays
+    as each action's most frequent code (the bundle's binding). Rare codes are the ones the
+    dynamics saw least, and an agent free to pick them learns to trigger rewards the model
+    invents; real actions keep it on well-trained codes and let it play the real game directly.
+    """
 
     def __init__(
         self,
@@ -34,6 +43,7 @@ class ImaginationSource:
         num_envs: int,
         *,
         obs_type: str = "latents",
+        action_type: str = "latent",
         sampler_steps: int = 4,
         context_noise: float = 0.1,
         max_episode_steps: int | None = None,
@@ -41,11 +51,13 @@ class ImaginationSource:
     ) -> None:
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+        if action_type not in ACTION_TYPES:
+            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
         self.env = WorldModelVectorEnv(
             num_envs,
             bundle,
             obs_type=obs_type,
-            action_type="latent",
+            action_type=action_type,
             sampler_steps=sampler_steps,
             context_noise=context_noise,
             max_episode_steps=max_episode_steps,
@@ -83,6 +95,7 @@ def train_in_imagination(
     *,
     num_envs: int = 16,
     obs_type: str = "latents",
+    action_type: str = "latent",
     train: TrainConfig | None = None,
     network: dict[str, Any] | None = None,
     sampler_steps: int = 4,
@@ -101,6 +114,7 @@ def train_in_imagination(
         bundle,
         num_envs,
         obs_type=obs_type,
+        action_type=action_type,
         sampler_steps=sampler_steps,
         context_noise=context_noise,
         max_episode_steps=max_episode_steps,
@@ -113,6 +127,7 @@ def train_in_imagination(
         "name": "imagination",
         "bundle": str(Path(bundle).resolve()),
         "obs_type": obs_type,
+        "action_type": action_type,
         "num_envs": num_envs,
         "game": source.env.sim.bundle.meta.get("game"),
     }
@@ -123,4 +138,4 @@ def train_in_imagination(
         source.close()
 
 
-__all__ = ["ImaginationSource", "agent_config", "train_in_imagination"]
+__all__ = ["ACTION_TYPES", "ImaginationSource", "agent_config", "train_in_imagination"]

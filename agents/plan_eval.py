@@ -52,11 +52,15 @@ def make_planning_agent(
     replan_every: int = 1,
     context_frames: int | None = None,
     gamma: float = 0.99,
+    action_type: str = "latent",
     seed: int = 0,
 ) -> PlanningAgent:
-    """A model-predictive agent over ``sim`` (objective: reward until ``set_goal`` is called)."""
+    """A model-predictive agent over ``sim`` (objective: reward until ``set_goal`` is called).
+
+    ``action_type``: plan over latent codes or the game's real actions (see ``SimulatorModel``).
+    """
     planner = SequencePlanner(
-        SimulatorModel(sim),
+        SimulatorModel(sim, action_type),
         RewardObjective(gamma),
         method=method,
         horizon=horizon,
@@ -145,8 +149,12 @@ def evaluate_planner(
         raise ValueError("evaluate_planner: need at least one seed")
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     game = resolve_game(loaded, env_id)
-    codes = code_table(loaded)
     sim = Simulator(loaded, device=device, sampler_steps=sampler_steps)
+    action_type = (planner or {}).get("action_type", "latent")
+    if action_type == "real":  # the planner's actions are the game's own
+        codes = np.arange(sim.num_actions("real") or 0)
+    else:  # latent codes reach the game through the binding
+        codes = code_table(loaded)
     size = sim.frame_size[0]
     per_seed_score, per_seed_speed, episodes = [], [], []
     agent = None
@@ -175,6 +183,7 @@ def evaluate_planner(
         "game": game,
         "objective": objective,
         "method": p.method,
+        "action_type": action_type,
         key: summarize(per_seed_score),
         "plan_seconds_per_action": summarize(per_seed_speed),
         "plan_budget": {

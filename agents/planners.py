@@ -67,13 +67,20 @@ class PlanningModel(Protocol):
 
 
 class SimulatorModel:
-    """:class:`PlanningModel` over a Simulator (latent action codes, batched population)."""
+    """:class:`PlanningModel` over a Simulator (batched population).
 
-    def __init__(self, sim: Simulator) -> None:
-        n = sim.num_actions("latent")
+    ``action_type="latent"`` plans over latent action codes; ``"real"`` over the game's discrete
+    actions, which the Simulator plays as each action's most frequent code (a smaller search
+    space, and only codes the dynamics saw often).
+    """
+
+    def __init__(self, sim: Simulator, action_type: str = "latent") -> None:
+        n = sim.num_actions(action_type)
         if n is None:
-            raise ValueError(f"bundle {sim.bundle.path} has no latent actions to plan over")
-        self.sim, self.num_actions = sim, int(n)
+            raise ValueError(
+                f"bundle {sim.bundle.path} has no discrete {action_type} actions to plan over"
+            )
+        self.sim, self.num_actions, self.action_type = sim, int(n), action_type
         self._snap = None
 
     def _frames(self, frames: np.ndarray) -> torch.Tensor:
@@ -94,7 +101,7 @@ class SimulatorModel:
         self.sim.restore(self._snap)
         latents, rewards = [], []
         for t in range(actions.shape[1]):
-            out = self.sim.step(actions[:, t].to(self.sim.device))
+            out = self.sim.step(actions[:, t].to(self.sim.device), action_type=self.action_type)
             latents.append(out.latents.float())
             rewards.append(out.reward.float())
         return torch.stack(latents, 1), torch.stack(rewards, 1)

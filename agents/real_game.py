@@ -8,9 +8,10 @@ the boundary:
   (``worldsim.data.clips.resize_frames``: area when shrinking) and, for ``obs_type="latents"``,
   encoded with the bundle's autoencoder and normalised with its latent statistics
   (``Simulator.encode``), exactly what the world model's env would hand the agent;
-- **actions**: the agent's latent codes become real actions through the bundle's binding
-  (``ActionBinding.code_to_action``; a code the binding never saw plays real action 0, the
-  Simulator's own convention). ``step(..., real=True)`` takes real actions directly (the random
+- **actions**: with ``action_type="latent"`` the agent's latent codes become real actions
+  through the bundle's binding (``ActionBinding.code_to_action``; a code the binding never saw
+  plays real action 0, the Simulator's own convention); with ``action_type="real"`` the agent's
+  actions are the game's own. ``step(..., real=True)`` takes real actions directly (the random
   baseline).
 
 It is a :class:`~agents.trainer.RolloutSource`, so the same trainer trains the same actor-critic
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from agents.actor_critic import OBS_TYPES, ActorCritic
-from agents.imagination import agent_config
+from agents.imagination import ACTION_TYPES, agent_config
 from agents.trainer import ActorCriticTrainer, TrainConfig
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.data.clips import resize_frames
@@ -100,16 +101,20 @@ class RealGameSource:
         *,
         env_id: str | None = None,
         obs_type: str = "latents",
+        action_type: str = "latent",
         max_episode_steps: int | None = None,
         env_kwargs: dict[str, Any] | None = None,
         device: str = "cpu",
     ) -> None:
+        if action_type not in ACTION_TYPES:
+            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
         loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.bundle = loaded
+        self.action_type = action_type
         self.env_id = resolve_game(loaded, env_id)
         self.sim = Simulator(loaded, device=device, batch=1)
         self.convert = FrameConverter(self.sim, obs_type)
-        self.codes = torch.as_tensor(code_table(loaded))
+        self.codes = torch.as_tensor(code_table(loaded)) if action_type == "latent" else None
         self.num_envs = num_envs
         size = self.sim.frame_size[0]
         kwargs = dict(env_kwargs or {})
@@ -127,7 +132,7 @@ class RealGameSource:
         if not isinstance(space, gym.spaces.Discrete):
             raise ValueError(f"{self.env_id}: agents need a discrete action space, got {space}")
         self.num_real_actions = int(space.n)
-        self.num_actions = len(self.codes)
+        self.num_actions = len(self.codes) if self.codes is not None else self.num_real_actions
         self.obs_shape = (
             (*self.sim.frame_size, 3) if obs_type == "pixels" else tuple(self.sim.latent_shape)
         )
@@ -140,6 +145,11 @@ class RealGameSource:
 
     def step(self, actions: torch.Tensor, *, real: bool = False):
         acts = torch.as_tensor(actions).cpu().long()
+        real = real or self.action_type == "real"
+        if acts.numel() and real and (int(acts.min()) < 0 or int(acts.max()) >= self.num_real_actions):
+            raise ValueError(
+                f"real actions must lie in [0, {self.num_real_actions}), got {acts.tolist()}"
+            )
         if not real:
             if acts.numel() and (int(acts.min()) < 0 or int(acts.max()) >= self.num_actions):
                 raise ValueError(
@@ -167,6 +177,7 @@ def train_in_real_game(
     env_id: str | None = None,
     num_envs: int = 16,
     obs_type: str = "latents",
+    action_type: str = "latent",
     train: TrainConfig | None = None,
     network: dict[str, Any] | None = None,
     max_episode_steps: int | None = None,
@@ -182,6 +193,7 @@ def train_in_real_game(
         num_envs,
         env_id=env_id,
         obs_type=obs_type,
+        action_type=action_type,
         max_episode_steps=max_episode_steps,
         env_kwargs=env_kwargs,
         device=device,
@@ -193,6 +205,7 @@ def train_in_real_game(
         "name": "real game",
         "bundle": str(Path(bundle).resolve()),
         "obs_type": obs_type,
+        "action_type": action_type,
         "num_envs": num_envs,
         "game": source.env_id,
     }

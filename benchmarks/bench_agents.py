@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--horizon", type=int, default=15)
     p.add_argument("--num-envs", type=int, default=16)
     p.add_argument("--obs-type", default="latents", choices=("latents", "pixels"))
+    p.add_argument(
+        "--action-type",
+        default="real",
+        choices=("real", "latent"),
+        help="what the agent and the planner pick: the game's actions (played by the model as "
+        "their most frequent code) or latent codes",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=300)
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         work / "agent",
         num_envs=args.num_envs,
         obs_type=args.obs_type,
+        action_type=args.action_type,
         train=train,
         sampler_steps=args.sampler_steps,
     )
@@ -99,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         real_num_envs=args.num_envs,
     )
     planner = {
+        "action_type": args.action_type,
         "method": args.planner,
         "population": args.population,
         "iterations": args.iterations,
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bundle": str(bundle) if not untrained else "untrained tiny",
         "game": ev["game"],
         "updates": args.updates,
+        "action_type": args.action_type,
         "imagination_return": strip(ev["imagination_return"]),
         "real_return": strip(ev["real_return"]),
         "random_return": strip(ev["random_return"]),

@@ -11,7 +11,11 @@ Measures, in one run on one machine:
 Usage::
 
     python benchmarks/bench_dynamics.py --preset quickstart --steps 4 --batch 64 [--threads 1] \
-        [--summary RUN_DIR/summary.json --note "command, load"]
+        [--summary quickstart=RUN_DIR/summary.json --summary long=RUN2/summary.json --note "..."]
+
+``--summary LABEL=PATH`` (repeatable) stores the held-out rollout figures of `worldsim train
+stage=dynamics` runs next to the throughput, and the plot (``dynamics.png`` beside the JSON)
+shows their rollout PSNR per horizon against the copy-last and random-action baselines.
 
 On a CPU shared with other busy processes, OpenMP threads that spin-wait for each other can make
 small matmuls 100x slower; ``--threads 1`` then gives the honest single-core figures.
@@ -99,9 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dynamics.json"))
     parser.add_argument(
         "--summary",
-        default=None,
-        help="summary.json of a `worldsim train stage=dynamics` run: its rollout figures are "
-        "stored next to the throughput under 'real_game'",
+        action="append",
+        default=[],
+        help="LABEL=PATH of a `worldsim train stage=dynamics` run's summary.json (repeatable): "
+        "its rollout figures are stored next to the throughput under 'runs'",
     )
     parser.add_argument("--note", default="", help="how the --summary run was made (command, load)")
     args = parser.parse_args(argv)
@@ -130,24 +135,88 @@ def main(argv: list[str] | None = None) -> dict:
             result[f"fps_{label}"] = fps
             result[f"batch_{label}"] = batch
             result[f"mfu_{label}"] = flops * fps / peak
-    if args.summary:
-        summary = json.loads(Path(args.summary).read_text())
-        keys = ("rollout_psnr", "random_psnr", "copy_last_psnr", "rollout_ssim", "train_seconds")
+    runs = {}
+    for item in args.summary:
+        label, sep, path = item.partition("=")
+        label, path = (label, path) if sep else (Path(item).parent.name, item)
+        summary = json.loads(Path(path).read_text())
+        keys = (
+            "rollout_psnr",
+            "random_psnr",
+            "copy_last_psnr",
+            "rollout_ssim",
+            "train_seconds",
+            "steps",
+            "delta_psnr_4",
+        )
         missing = [k for k in keys[:3] if k not in summary]
         if missing:
-            raise SystemExit(
-                f"--summary {args.summary}: no {missing} (not a dynamics-stage summary?)"
-            )
-        result["real_game"] = {
-            "note": args.note,
-            **{k: summary[k] for k in keys if k in summary},
-            **{k: v for k, v in summary.items() if k.startswith("delta_psnr_")},
-        }
+            raise SystemExit(f"--summary {path}: no {missing} (not a dynamics-stage summary?)")
+        runs[label] = {"summary": path, **{k: summary[k] for k in keys if k in summary}}
+    if runs:
+        result["runs"] = runs
+        result["note"] = args.note
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
+    plot(result, out.with_suffix(".png"))
     print(json.dumps(result, indent=2))
     return result
+
+
+def plot(result: dict, path: Path) -> None:
+    """Throughput bars (frames/s, MFU) and, given runs, rollout PSNR per horizon."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result.get("runs", {})
+    fig, axes = plt.subplots(1, 2 if runs else 1, figsize=(11 if runs else 5, 4), squeeze=False)
+    ax = axes[0, 0]
+    labels = ["1 world", f"{result['batch_batched']} worlds"]
+    fps = [result["fps_single"], result["fps_batched"]]
+    bars = ax.bar(labels, fps, color=["tab:blue", "tab:orange"])
+    for bar, key in zip(bars, ("mfu_single", "mfu_batched")):
+        ax.annotate(
+            f"{bar.get_height():.0f} fps\nMFU {result[key]:.1%}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+        )
+    ax.set_ylabel("frames/s")
+    ax.set_ylim(0, max(fps) * 1.3)
+    ax.set_title(
+        f"{result['preset']} on {result['device']}, K={result['steps_per_frame']}, "
+        f"{result['torch_threads']} threads"
+    )
+    if runs:
+        ax = axes[0, 1]
+        for label, run in runs.items():
+            h = sorted(run["rollout_psnr"], key=int)
+            ax.plot(
+                [int(k) for k in h],
+                [run["rollout_psnr"][k] for k in h],
+                "o-",
+                label=f"{label} ({run.get('steps', '?')} steps)",
+            )
+        first = next(iter(runs.values()))
+        for key, style, name in (
+            ("copy_last_psnr", "k--", "copy last frame"),
+            ("random_psnr", "k:", f"random actions ({next(iter(runs))})"),
+        ):
+            h = sorted(first[key], key=int)
+            ax.plot([int(k) for k in h], [first[key][k] for k in h], style, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("horizon (frames)")
+        ax.set_ylabel("rollout PSNR (dB)")
+        ax.set_title("held-out rollouts, teacher-forced latent actions")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from envs.canvas import (
 BASE = 64  # base resolution of the screen, pixels
 TILE = 8  # tile side, pixels
 SPEED = 4  # agent movement per step, pixels
+BUMP = 2  # camera shake, pixels, when a move is pushed into a wall
 ENEMY_SPEED = 2  # enemy movement per step, pixels
 
 # Semantic tile kinds in ``ScrollerEnv.grid``.
@@ -52,64 +53,26 @@ def _tiles() -> np.ndarray:
     return np.stack(out)
 
 
-def _agent_sprites() -> list[tuple[np.ndarray, np.ndarray]]:
-    """The agent, one sprite per action (NOOP, UP, DOWN, LEFT, RIGHT): the eyes look the way the
-    agent is pushing, and sit in the middle when it rests, so the action of every step shows in
-    the next frame even when a wall blocks the move."""
-    arts = {
-        "NOOP": [
-            ".aaaaaa.",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            "aaeaaeaa",
-            "aaeaaeaa",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            ".aaaaaa.",
-        ],
-        "UP": [
-            ".aaaaaa.",
-            "aeaaaaea",
-            "aeaaaaea",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            ".aaaaaa.",
-        ],
-        "DOWN": [
-            ".aaaaaa.",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            "aeaaaaea",
-            "aeaaaaea",
-            ".aaaaaa.",
-        ],
-        "LEFT": [
-            ".aaaaaa.",
-            "aaaaaaaa",
-            "eeaaaaaa",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            "eeaaaaaa",
-            "aaaaaaaa",
-            ".aaaaaa.",
-        ],
-        "RIGHT": [
-            ".aaaaaa.",
-            "aaaaaaaa",
-            "aaaaaaee",
-            "aaaaaaaa",
-            "aaaaaaaa",
-            "aaaaaaee",
-            "aaaaaaaa",
-            ".aaaaaa.",
-        ],
-    }
+_EYES = {  # rows 1-5 of the agent: where the eyes look after each action
+    "NOOP": ["aaaaaaaa", "aaaaaaaa", "aaeaaeaa", "aaeaaeaa", "aaaaaaaa"],
+    "UP": ["aeaaaaea", "aeaaaaea", "aaaaaaaa", "aaaaaaaa", "aaaaaaaa"],
+    "DOWN": ["aaaaaaaa", "aaaaaaaa", "aaaaaaaa", "aeaaaaea", "aeaaaaea"],
+    "LEFT": ["aaaaaaaa", "eeaaaaaa", "aaaaaaaa", "aaaaaaaa", "eeaaaaaa"],
+    "RIGHT": ["aaaaaaaa", "aaaaaaee", "aaaaaaaa", "aaaaaaaa", "aaaaaaee"],
+}
+_LEGS = (["aaaaaaaa", ".aa..aa."], ["aaaaaaaa", "aa....aa"])  # rows 6-7: standing, stride
+
+
+def _agent_sprites() -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """The agent, ``sprites[phase][action]``: the eyes look the way the last action pushed (and
+    sit in the middle after NOOP), and the legs alternate between standing (phase 0) and
+    striding (phase 1) on every move, blocked or not. So every action leaves a trace in the next
+    frame: a move changes the legs even when it repeats a push into a wall."""
     legend = {"a": "agent", "e": "agent_eye"}
-    return [sprite_from_ascii(arts[name], legend) for name in ACTION_MEANINGS]
+    return [
+        [sprite_from_ascii([".aaaaaa.", *_EYES[name], *legs], legend) for name in ACTION_MEANINGS]
+        for legs in _LEGS
+    ]
 
 
 _ENEMY = sprite_from_ascii(
@@ -140,8 +103,10 @@ class ScrollerEnv(gym.Env):
 
     Made for learning world models: flat colours, a checkered floor so every camera move
     shifts visible edges, moves of 4 px (half a tile) per step, and an agent sprite whose eyes
-    show the action of the last step (centred for NOOP, else looking the way it pushed), so the
-    action of every step is visible in the next frame, even against a wall.
+    show the action of the last step (centred for NOOP, else looking the way it pushed) and whose
+    legs alternate between standing and striding on every move; a move pushed into a wall shakes
+    the camera 2 px toward the wall (on one push, back on the next). So every action changes the next frame,
+    and a blocked push changes it as a whole, not by a few pixels of the sprite.
 
     ## Action Space
 
@@ -169,7 +134,9 @@ class ScrollerEnv(gym.Env):
 
     ## Version History
 
-    * v0: initial version (the agent's eyes show the action of the last step, NOOP included).
+    * v0: initial version (the agent's eyes show the action of the last step, NOOP included;
+      its legs stride on every move and a blocked push shakes the camera, so a move always
+      changes the frame).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -321,6 +288,8 @@ class ScrollerEnv(gym.Env):
         self._generate()
         self._x, self._y = self.start_tile[1] * TILE, self.start_tile[0] * TILE
         self._facing = 0  # index into the sprites: the last action (NOOP, UP, DOWN, LEFT, RIGHT)
+        self._stride = 0  # walk phase: 0 standing, 1 striding; flips on every move
+        self._bump = (0, 0)  # camera shake (dx, dy) of this frame, pixels
         self._done = False
         return self._observe(), {}
 
@@ -332,8 +301,13 @@ class ScrollerEnv(gym.Env):
             raise ValueError(f"action {action!r} outside Discrete({len(ACTION_MEANINGS)})")
         dx, dy = _MOVES[a]
         self._facing = a
+        self._stride = 1 - self._stride if a else 0
+        shaken = self._bump != (0, 0)
+        self._bump = (0, 0)
         if a and not self._blocked(self._x + dx, self._y + dy):
             self._x, self._y = self._x + dx, self._y + dy
+        elif a and not shaken:  # bumped into a wall: the camera shakes toward it (on, off, on...)
+            self._bump = (dx * BUMP // SPEED, dy * BUMP // SPEED)
         for enemy in self.enemies:
             nx = enemy[0] + enemy[2]
             if self._blocked(nx, enemy[1], (WALL, HAZARD, GOAL)):
@@ -363,10 +337,15 @@ class ScrollerEnv(gym.Env):
 
     def _observe(self) -> np.ndarray:
         cx, cy = self._camera()
-        view = self._level[cy : cy + BASE, cx : cx + BASE].copy()
+        cx, cy = cx + self._bump[0], cy + self._bump[1]
+        view = np.empty((BASE, BASE, 3), dtype=np.uint8)
+        view[:] = colour("wall_edge")  # a shaken camera may see past the level's edge
+        y0, y1 = max(cy, 0), min(cy + BASE, self._level_px)
+        x0, x1 = max(cx, 0), min(cx + BASE, self._level_px)
+        view[y0 - cy : y1 - cy, x0 - cx : x1 - cx] = self._level[y0:y1, x0:x1]
         for ex, ey, _ in self.enemies:
             paste(view, *_ENEMY, ey - cy, ex - cx)
-        paste(view, *self._agent_sprites[self._facing], self._y - cy, self._x - cx)
+        paste(view, *self._agent_sprites[self._stride][self._facing], self._y - cy, self._x - cx)
         return self._resize(view)
 
     def render(self):

@@ -14,7 +14,7 @@ from agents.evaluate import AgentPolicy, RandomPolicy, compare_in_real_game, eva
 from agents.imagination import train_in_imagination
 from agents.real_game import RealGameSource
 from agents.trainer import TrainConfig, load_checkpoint
-from worldsim.bundle import untrained_bundle
+from worldsim.bundle import load_bundle, untrained_bundle
 
 SCROLLER = {"type": "discrete", "n": 5}
 
@@ -153,18 +153,35 @@ def test_evaluation_through_the_binding_on_the_real_game(bundle):
     latent = RealGameSource(bundle, 1, obs_type="latents")
     assert latent.reset(seed=0).shape == (1, 4, 8, 8)
     latent.close()
+    # action_type="real": the agent's actions are the game's own, checked against its space.
+    real = RealGameSource(bundle, 2, obs_type="pixels", action_type="real", max_episode_steps=6)
+    assert real.num_actions == real.num_real_actions == 5 and real.codes is None
+    real.reset(seed=0)
+    real.step(torch.tensor([4, 1]))
+    with pytest.raises(ValueError, match=r"real actions must lie in \[0, 5\)"):
+        real.step(torch.tensor([5, 0]))
+    real.close()
+    with pytest.raises(ValueError, match="action_type must be one of"):
+        RealGameSource(bundle, 1, action_type="codes")
 
 
-def test_compare_in_real_game_trains_the_real_baseline(bundle, tmp_path):
+@pytest.mark.parametrize("action_type", ["latent", "real"])
+def test_compare_in_real_game_trains_the_real_baseline(bundle, tmp_path, action_type):
     train = TrainConfig(updates=2, horizon=3, log_every=1, ckpt_every=1, progress=False)
     train_in_imagination(
         bundle,
         tmp_path / "agent",
         num_envs=2,
+        action_type=action_type,
         train=train,
         network={"channels": (8,), "hidden": 16},
         sampler_steps=1,
     )
+    model, ckpt = load_checkpoint(tmp_path / "agent" / "checkpoint.pt")
+    assert ckpt["meta"]["action_type"] == action_type
+    # Latent agents pick among the bundle's codes; real agents among the game's 5 actions.
+    bound = load_bundle(bundle)
+    assert model.cfg.num_actions == (5 if action_type == "real" else bound.num_latent_actions)
     res = compare_in_real_game(
         tmp_path / "agent",
         tmp_path / "eval",
@@ -175,8 +192,10 @@ def test_compare_in_real_game_trains_the_real_baseline(bundle, tmp_path):
     )
     for key in ("imagination_return", "random_return", "real_return"):
         assert res[key]["n"] == 3
-    _, real_ckpt = load_checkpoint(res["real_checkpoint"])
+    real_model, real_ckpt = load_checkpoint(res["real_checkpoint"])
     assert real_ckpt["update"] == 2  # the same number of gradient updates
+    assert real_ckpt["meta"]["action_type"] == res["action_type"] == action_type
+    assert real_model.cfg.num_actions == model.cfg.num_actions
     assert (tmp_path / "eval" / "eval.json").is_file() and (
         tmp_path / "eval" / "curves.png"
     ).is_file()

@@ -211,3 +211,32 @@ def test_canvas_helpers():
     assert canvas[3, 0, 0] == 9 and canvas.sum() == 9 * 3  # clipped to one pixel
     small = NearestResize(64, 32)(np.arange(64 * 64 * 3, dtype=np.int64).reshape(64, 64, 3))
     assert small.shape == (32, 32, 3)
+
+
+def test_scroller_every_action_shows_in_the_next_frame():
+    """A move always changes the frame (the legs stride; a push into a wall shakes the camera, on
+    one push and back on the next, so it changes the frame as a whole), and the eyes look the
+    way the agent pushed."""
+    env = gym.make("worldsim/Scroller-v0", num_enemies=0).unwrapped
+    obs, _ = env.reset(seed=4)
+    for _ in range(200):  # walk left into the wall
+        before = env.agent_pos
+        obs, _, term, _, _ = env.step(3)
+        assert not term
+        if env.agent_pos == before:
+            break
+    assert env.agent_pos == before, "the agent never reached a wall"
+    for action in (3, 3, 3):  # repeated blocked pushes still change much of the frame
+        nxt, *_ = env.step(action)
+        assert env.agent_pos == before
+        assert (nxt != obs).any(-1).mean() > 0.15
+        obs = nxt
+    still, *_ = env.step(0)
+    again, *_ = env.step(0)
+    assert (still != obs).any() and (again == still).all()  # NOOP rests: nothing moves
+    # Each action gives a different agent sprite in the same place.
+    looks = set()
+    for action in range(5):
+        env._facing, env._stride = action, 1 if action else 0
+        looks.add(env._observe().tobytes())
+    assert len(looks) == 5

@@ -66,11 +66,17 @@ def test_success_is_judged_from_the_game_and_the_agent_sees_frames_only():
     assert not idle["success"] and idle["steps"] == task.max_steps
 
 
-def test_plan_eval_reports_success_budget_and_speed(tmp_path):
-    from worldsim.bundle import untrained_bundle
+@pytest.mark.parametrize("action_type", ["latent", "real"])
+def test_plan_eval_reports_success_budget_and_speed(tmp_path, action_type):
+    from agents.planners import SimulatorModel
+    from worldsim.bundle import load_bundle, untrained_bundle
+    from worldsim.simulator import Simulator
 
     bundle = untrained_bundle(tmp_path / "b", "tiny", action_space={"type": "discrete", "n": 5})
+    model = SimulatorModel(Simulator(load_bundle(bundle), sampler_steps=1), action_type)
+    assert model.num_actions == (5 if action_type == "real" else load_bundle(bundle).num_latent_actions)
     planner = {
+        "action_type": action_type,
         "method": "cem",
         "horizon": 2,
         "population": 4,
@@ -79,7 +85,7 @@ def test_plan_eval_reports_success_budget_and_speed(tmp_path):
         "replan_every": 2,
     }
     res = evaluate_planner(bundle, planner=planner, seeds=(0, 1, 2), num_tasks=1, sampler_steps=1)
-    assert res["game"] == "worldsim/Scroller-v0"
+    assert res["game"] == "worldsim/Scroller-v0" and res["action_type"] == action_type
     assert res["plan_success"]["n"] == 3 and 0 <= res["plan_success"]["mean"] <= 1
     assert res["plan_budget"]["calls_per_plan"] == 8 and res["plan_budget"]["calls_per_action"] == 4
     assert res["plan_seconds_per_action"]["mean"] > 0

@@ -8,6 +8,7 @@ import torch
 
 from worldsim.latent_action import (
     PRESETS,
+    LatentActionConfig,
     LatentActionModel,
     config_from_preset,
     label_transitions,
@@ -169,6 +170,7 @@ def test_warmup_runs_continuous_then_switches_to_kmeans_codes():
             "pixel_downsample": 2,
         },
         {"context": 3, "num_codes": 5, "quantizer_update": "loss"},
+        {"decoder_levels": 2, "recon_weighting": "change"},  # U-Net decoder down to 2x2
     ],
 )
 def test_model_shapes(overrides):
@@ -199,9 +201,11 @@ def test_transition_windows_pad_with_first_frame():
     assert nxt[0, :, 0, 0, 0].tolist() == [1, 2, 3]
 
 
-def test_decoder_never_sees_the_next_frame():
+@pytest.mark.parametrize("levels", [0, 2])
+def test_decoder_never_sees_the_next_frame(levels):
     torch.manual_seed(0)
-    model = LatentActionModel(config_from_preset("tiny", context=2)).eval()  # frozen codebook
+    cfg = config_from_preset("tiny", context=2, decoder_levels=levels)
+    model = LatentActionModel(cfg).eval()  # frozen codebook
     x = torch.randn(3, 4, 4, 8, 8)
     x2 = x.clone()
     x2[:, -1] = torch.randn(3, 4, 8, 8)  # change only the last frame
@@ -250,9 +254,36 @@ def test_short_training_discovers_the_moves():
     np.testing.assert_array_equal(labels[0], model.infer_actions(episode[None])[0].numpy())
 
 
+def test_change_weighting_makes_small_changes_count():
+    """recon_weighting="change": one transition's error over its own change, so a transition
+    that barely changed and one that changed a lot weigh the same when both are missed."""
+    model = LatentActionModel(config_from_preset("tiny", recon_weighting="change", warmup_steps=0))
+    model.eval()
+    past = torch.zeros(2, 1, 4, 8, 8)
+    big = torch.ones(1, 1, 4, 8, 8)
+    small = torch.zeros(1, 1, 4, 8, 8)
+    small[..., :2, :2] = 1.0  # 1/16 of the cells change
+    x = torch.cat([past, torch.cat([big, small])], dim=1)  # [2, 2, 4, 8, 8]
+    # A decoder that predicts "no change" misses each transition by exactly its own change.
+    for p in model.decoder.head[-1].parameters():
+        torch.nn.init.zeros_(p)
+    out = model.loss(x)
+    plain = float(out["recon"])
+    weighted = float(out["loss"] - out["commitment"] * model.cfg.beta)
+    # Plain MSE: the big change dominates, (1 + 1/16) / 2. Weighted: both count alike.
+    assert plain == pytest.approx((1 + 1 / 16) / 2, rel=1e-5)
+    change = torch.tensor([1.0, 1 / 16])
+    w = 1 / (change + model.cfg.change_floor * change.mean())
+    assert weighted == pytest.approx(float((change * w / w.mean()).mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="recon_weighting must be one of"):
+        config_from_preset("tiny", recon_weighting="l1")
+    with pytest.raises(ValueError, match="decoder_levels=4"):
+        config_from_preset("tiny", decoder_levels=4)
+
+
 def test_presets_and_config_errors():
     assert {"tiny", "quickstart", "base"} <= set(PRESETS)
-    assert config_from_preset("quickstart").num_codes == 8
+    assert LatentActionConfig().num_codes == 8 and config_from_preset("quickstart").num_codes == 16
     assert config_from_preset("tiny", num_codes=4).num_codes == 4
     with pytest.raises(ValueError, match="unknown latent action preset 'huge'"):
         config_from_preset("huge")

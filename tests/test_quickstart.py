@@ -53,3 +53,14 @@ def test_tiny_quickstart_on_videos_without_actions(tiny_store, tmp_path):
     assert metrics["codebook_size"] == 8 and metrics["codebook_used"] >= 1
     assert "4" in metrics["rollout_psnr"]
     assert (out / "rollout.mp4").stat().st_size > 0
+
+
+def test_quickstart_until_stops_after_the_named_step(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "experiment=tiny", f"out={out}", "until=collect"]) == 0
+    assert (out / "data" / "index.json").is_file() and (out / "sample.mp4").is_file()
+    assert not (out / "autoencoder").exists()
+    assert "total_seconds" in json.loads((out / "metrics.json").read_text())
+    assert main(["quickstart", "experiment=tiny", f"out={out}", "until=bundle"]) != 0
+    err = capsys.readouterr().err
+    assert "until='bundle'" in err and "lam" in err

@@ -20,7 +20,8 @@ Architecture (convolutional, so it trains on CPU in minutes):
    (max pooling keeps the signal of a small moving sprite) into ``action_dim`` numbers.
 3. The decoder sees only the ``K`` past frames; every residual block is FiLM-modulated by the
    quantised action vector. It predicts the residual ``x_{t+1} - x_t`` (``predict_residual``),
-   which is zero wherever nothing moves, so the loss focuses on what changed.
+   which is zero wherever nothing moves, so the loss focuses on what changed. With
+   ``decoder_levels > 0`` it is a small U-Net, so every cell sees the whole frame.
 4. Padding: the first transitions of a clip lack ``K`` past frames; the first frame is repeated.
 5. The decoder cannot cheat: it never receives ``x_{t+1}``; the code reaches it through the
    straight-through estimator only (``tests/test_latent_action.py`` checks both).
@@ -51,6 +52,7 @@ from worldsim.nn.quantizer import UPDATES, VectorQuantizer
 from worldsim.presets import from_preset, replace_fields
 
 INPUTS = ("latent", "pixel")
+WEIGHTINGS = ("none", "change")
 
 
 @dataclass
@@ -68,6 +70,9 @@ class LatentActionConfig:
     width: int = 64  # channels of the feature grid
     encoder_blocks: int = 2
     decoder_blocks: int = 3
+    # Halvings of the decoder's grid (a U-Net: down, then up with skips, FiLM at every scale), so
+    # every predicted cell sees the whole frame, e.g. whether the camera is held at a level edge.
+    decoder_levels: int = 0
     predict_residual: bool = True  # decoder predicts x_{t+1} - x_t
     beta: float = 0.25  # commitment weight
     cosine_codes: bool = True
@@ -75,11 +80,21 @@ class LatentActionConfig:
     ema_decay: float = 0.99
     dead_code_steps: int = 50  # reset codes unused for this many training steps (0: never)
     warmup_steps: int = 200  # continuous bottleneck for this many training steps, then k-means
+    # Reconstruction weighting: "none" (plain MSE) or "change" (each transition's error divided
+    # by how much its frame changed, so a small change such as a sprite's pose counts as much as
+    # a whole-screen scroll; see ``LatentActionModel.loss``).
+    recon_weighting: str = "none"
+    change_floor: float = 0.1  # "change": floor of the divisor, as a fraction of the batch mean
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
             raise ValueError(
                 f"LatentActionConfig.input must be one of {INPUTS}, got {self.input!r}"
+            )
+        if self.recon_weighting not in WEIGHTINGS:
+            raise ValueError(
+                f"LatentActionConfig.recon_weighting must be one of {WEIGHTINGS}, "
+                f"got {self.recon_weighting!r}"
             )
         if self.quantizer_update not in UPDATES:
             raise ValueError(
@@ -100,6 +115,11 @@ class LatentActionConfig:
                 raise ValueError(
                     f"LatentActionConfig.{name} must be >= 1, got {getattr(self, name)}"
                 )
+        if self.decoder_levels < 0 or min(self.grid) % 2**self.decoder_levels:
+            raise ValueError(
+                f"LatentActionConfig.decoder_levels={self.decoder_levels}: the feature grid "
+                f"{self.grid} must be divisible by 2**decoder_levels"
+            )
         if self.warmup_steps < 0:
             raise ValueError(
                 f"LatentActionConfig.warmup_steps must be >= 0, got {self.warmup_steps}"
@@ -147,9 +167,21 @@ PRESETS: dict[str, LatentActionConfig] = {
         warmup_steps=50,
     ),
     # The CPU demo on the quickstart autoencoder's latents (8 x 16 x 16), minutes on 2 cores:
-    # single transitions and a narrow trunk, so 2 CPU threads take ~40 steps a second (a
-    # 4 px move is a one-cell shift of the grid: two 3x3 blocks see it).
-    "quickstart": LatentActionConfig(context=1, width=32, action_dim=8, decoder_blocks=2),
+    # single transitions and a narrow trunk, so 2 CPU threads take ~25 steps a second (a
+    # 4 px move is a one-cell shift of the grid: two 3x3 blocks see it). 16 codes, a longer
+    # continuous warm-up and the change-weighted loss: on Scroller a move shows as a scroll, a
+    # sprite moving at a level edge, or only a pose change against a wall; with 8 codes and
+    # plain MSE the last kind shared NOOP's code (docs/latent_actions.md has the comparison).
+    "quickstart": LatentActionConfig(
+        context=1,
+        width=32,
+        action_dim=8,
+        decoder_blocks=2,
+        num_codes=16,
+        warmup_steps=1000,
+        recon_weighting="change",
+        change_floor=1.0,
+    ),
     # The same on 64x64 pixels, for data without a latent cache.
     "quickstart_pixel": LatentActionConfig(
         input="pixel", in_channels=3, frame_height=64, frame_width=64, pixel_downsample=4
@@ -250,7 +282,11 @@ class ActionEncoder(nn.Module):
 
 
 class ActionDecoder(nn.Module):
-    """(past ``[n, k, c, h, w]``, action vector ``[n, a]``) -> next frame ``[n, c, h, w]``."""
+    """(past ``[n, k, c, h, w]``, action vector ``[n, a]``) -> next frame ``[n, c, h, w]``.
+
+    ``decoder_blocks`` FiLM blocks at the feature grid, then ``decoder_levels`` U-Net levels:
+    halve the grid with a FiLM block at each smaller scale, come back up adding the skips.
+    """
 
     def __init__(self, cfg: LatentActionConfig) -> None:
         super().__init__()
@@ -261,6 +297,11 @@ class ActionDecoder(nn.Module):
         self.blocks = nn.ModuleList(
             FiLMResBlock(d, cfg.action_dim) for _ in range(cfg.decoder_blocks)
         )
+        levels = cfg.decoder_levels
+        self.down = nn.ModuleList(Downsample2d(d) for _ in range(levels))
+        self.down_blocks = nn.ModuleList(FiLMResBlock(d, cfg.action_dim) for _ in range(levels))
+        self.up = nn.ModuleList(Upsample2d(d) for _ in range(levels))
+        self.up_blocks = nn.ModuleList(FiLMResBlock(d, cfg.action_dim) for _ in range(levels))
         head: list[nn.Module] = []
         chans = d
         for _ in range(int(math.log2(cfg.stem_downsample))):
@@ -275,6 +316,12 @@ class ActionDecoder(nn.Module):
         h = h + self.action_in(action)[:, :, None, None]  # the action broadcast over the grid
         for block in self.blocks:
             h = block(h, action)
+        skips = []
+        for down, block in zip(self.down, self.down_blocks):
+            skips.append(h)
+            h = block(down(h), action)  # [n, d, g/2, g/2], ...
+        for up, block in zip(self.up, self.up_blocks):
+            h = block(up(h) + skips.pop(), action)
         out = self.head(h)
         return past[:, -1] + out if self.predict_residual else out
 
@@ -375,17 +422,32 @@ class LatentActionModel(nn.Module):
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training objective on a clip ``[b, t, c, h, w]``.
 
-        ``loss`` = MSE(predicted, real next frame) + quantiser loss. Also returns ``recon``,
+        ``loss`` = reconstruction + quantiser loss, where the reconstruction is the MSE between
+        predicted and real next frame (``recon_weighting="none"``) or, with ``"change"``, each
+        transition's squared error divided by its own change ``mean((x_{t+1} - x_t)^2)`` plus
+        ``change_floor`` times the batch's mean change (weights rescaled to mean 1). Plain MSE
+        lets a whole-screen scroll drown a sprite's small change, so a LAM trained on it lumps
+        moves pushed into a wall with NOOP. Also returns ``recon`` (always the plain MSE),
         ``commitment``, ``codebook``, this batch's ``perplexity`` and ``codes_used`` (floats
         as 0-dim tensors, for logging) and the detached ``codes [b, t-1]``. In training mode
         the quantiser updates its codes and resets dead ones as a side effect.
         """
         out = self(x)
         recon = F.mse_loss(out["pred"], out["target"])
+        objective = recon
+        if self.cfg.recon_weighting == "change":
+            # Per transition n: err_n / (change_n + floor * mean(change)), the weights (detached)
+            # rescaled to mean 1. A still transition is held to predicting no change; a move whose
+            # only trace is a sprite's pose weighs as much as one that scrolls the screen.
+            past = x[:, :-1]
+            err = (out["pred"] - out["target"]).pow(2).flatten(2).mean(2)  # [b, t-1]
+            change = (out["target"] - past).pow(2).flatten(2).mean(2).detach()
+            weight = 1.0 / (change + self.cfg.change_floor * change.mean() + 1e-8)
+            objective = (err * weight / weight.mean()).mean()
         codes = out["codes"].detach()
         usage = codebook_usage(codes.cpu(), self.cfg.num_codes)
         return {
-            "loss": recon + out["vq_loss"],
+            "loss": objective + out["vq_loss"],
             "recon": recon.detach(),
             "commitment": out["commitment"].detach(),
             "codebook": out["codebook"].detach(),

@@ -14,7 +14,9 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
    ``<out>/bundle``, measure the simulator's frames/s (one world, and a batch of 64), and write
    ``<out>/rollout.mp4`` (four generated worlds);
 
-Figures go to ``<out>/metrics.json``, rewritten atomically after each step.
+Figures go to ``<out>/metrics.json``, rewritten atomically after each step. ``until=STEP``
+(collect, autoencoder, lam or dynamics) stops after that step, e.g. to score only the latent
+action model on a new game: ``worldsim quickstart env=ALE/Breakout-v5 until=lam``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from worldsim.cli import run_command
+from worldsim.config import ConfigError
 from worldsim.data.atomic import atomic_write_json
 
 console = Console()
+UNTIL = ("collect", "autoencoder", "lam", "dynamics")  # steps ``until=`` may stop after
 
 
 def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> DictConfig:
@@ -95,6 +99,18 @@ def run(cfg: DictConfig) -> dict:
     metrics: dict = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics.setdefault("train_seconds", {})
     started = time.perf_counter()
+    until = cfg.get("until")
+    if until is not None and until not in UNTIL:
+        raise ConfigError(f"until={until!r}: allowed values are {list(UNTIL)} (or null: every step)")
+
+    def stop_after(step: str) -> bool:
+        """Whether ``until`` ends the run after ``step`` (the metrics so far are written)."""
+        if until != step:
+            return False
+        metrics["total_seconds"] = metrics.get("total_seconds", 0.0) + (time.perf_counter() - started)
+        atomic_write_json(metrics_path, metrics)
+        console.rule(f"[bold green]quickstart stopped after {step} (until={step})")
+        return True
 
     # 1. collect ---------------------------------------------------------------------------------
     store_dir = out / "data"
@@ -110,6 +126,8 @@ def run(cfg: DictConfig) -> dict:
                    sample, fps=15, scale=4)
         console.print(f"sample video: {sample}")
     atomic_write_json(metrics_path, metrics)
+    if stop_after("collect"):
+        return metrics
 
     # 2. autoencoder ------------------------------------------------------------------------------
     console.rule("[bold]2. autoencoder")
@@ -118,6 +136,8 @@ def run(cfg: DictConfig) -> dict:
     metrics["recon_ssim"] = ae.get("recon_ssim")
     metrics["train_seconds"]["autoencoder"] = ae.get("train_seconds")
     atomic_write_json(metrics_path, metrics)
+    if stop_after("autoencoder"):
+        return metrics
     latents = out / "autoencoder" / "latents"
 
     # 3. latent action model --------------------------------------------------------------------
@@ -127,6 +147,8 @@ def run(cfg: DictConfig) -> dict:
         metrics[key] = lam.get(key)
     metrics["train_seconds"]["lam"] = lam.get("train_seconds")
     atomic_write_json(metrics_path, metrics)
+    if stop_after("lam"):
+        return metrics
 
     # 4. dynamics --------------------------------------------------------------------------------
     console.rule("[bold]4. dynamics")
@@ -137,6 +159,8 @@ def run(cfg: DictConfig) -> dict:
         metrics[key] = dyn.get(key)
     metrics["train_seconds"]["dynamics"] = dyn.get("train_seconds")
     atomic_write_json(metrics_path, metrics)
+    if stop_after("dynamics"):
+        return metrics
 
     # 5. bundle, speed, rollout video ------------------------------------------------------------
     console.rule("[bold]5. bundle")

@@ -157,7 +157,7 @@ def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
             labels = label_store(net, source)  # every transition of every episode, for the dynamics stage
         else:
             labels = label_transitions(net, source)
-        summary = {"train_seconds": seconds, **lam_figures(labels, source, val_ids, net.cfg.num_codes, seed)}
+        summary = {"train_seconds": seconds, "steps": int(trainer.global_step), **lam_figures(labels, source, val_ids, net.cfg.num_codes, seed)}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -272,7 +272,7 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
         seconds = time.perf_counter() - started
         ema = module.ema.eval()
         save_weights(ema, dyn_cfg, run_dir / "model", "dynamics", extra={"actions": mode})
-        summary: dict = {"train_seconds": seconds, "actions": mode}
+        summary: dict = {"train_seconds": seconds, "steps": int(trainer.global_step), "actions": mode}
         if module.heads is not None:
             save_weights(module.heads.eval(), module.heads.cfg, run_dir / "model", "heads")
         if ae is not None and val_ids and Path(cfg.data.store).exists():
