@@ -72,7 +72,7 @@ class TrainConfig:
     gamma: float = 0.985
     lam: float = 0.95
     lr: float = 3e-4
-    entropy: float = 1e-3
+    entropy: float = 1e-2
     value_coef: float = 1.0
     grad_clip: float = 100.0
     reset_each_update: bool = True  # imagination: every rollout starts from real contexts

@@ -11,7 +11,7 @@ numbers are meaningless, marked ``"untrained": true`` in the JSON):
 
 Usage::
 
-    python benchmarks/bench_agents.py --bundle runs/quickstart/bundle --updates 300
+    python benchmarks/bench_agents.py --bundle runs/quickstart/bundle --updates 1000
     python benchmarks/bench_agents.py --updates 5 --out /tmp/agents.json   # smoke run
     # -> docs/results/agents.json (keys: imagination_return, real_return, random_return,
     #    plan_success, plan_budget, plan_seconds_per_action; each figure a {mean, std})
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--work", default=None, help="directory for checkpoints (default: a temp dir)")
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--horizon", type=int, default=15)
+    p.add_argument("--entropy", type=float, default=TrainConfig.entropy, help="entropy bonus")
     p.add_argument("--num-envs", type=int, default=16)
     p.add_argument("--obs-type", default="latents", choices=("latents", "pixels"))
     p.add_argument(
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     train = TrainConfig(
         updates=args.updates,
         horizon=args.horizon,
+        entropy=args.entropy,
         progress=False,
         log_every=max(1, args.updates // 20),
         ckpt_every=max(1, args.updates // 4),
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bundle": str(bundle) if not untrained else "untrained tiny",
         "game": ev["game"],
         "updates": args.updates,
+        "entropy": args.entropy,
         "action_type": args.action_type,
         "imagination_return": strip(ev["imagination_return"]),
         "real_return": strip(ev["real_return"]),
