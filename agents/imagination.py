@@ -24,8 +24,6 @@ from agents.actor_critic import OBS_TYPES, ActorCritic, ActorCriticConfig
 from agents.trainer import ActorCriticTrainer, TrainConfig
 from worldsim.env import WorldModelVectorEnv
 
-ACTION_TYPES = ("latent", "real")  # what the agent picks: latent codes, or the game's actions
-
 
 class ImaginationSource:
     """A :class:`~agents.trainer.RolloutSource` over a ``WorldModelVectorEnv``.
@@ -51,9 +49,7 @@ class ImaginationSource:
     ) -> None:
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
-        if action_type not in ACTION_TYPES:
-            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
-        self.env = WorldModelVectorEnv(
+        self.env = WorldModelVectorEnv(  # checks action_type
             num_envs,
             bundle,
             obs_type=obs_type,
@@ -138,4 +134,4 @@ def train_in_imagination(
         source.close()
 
 
-__all__ = ["ACTION_TYPES", "ImaginationSource", "agent_config", "train_in_imagination"]
+__all__ = ["ImaginationSource", "agent_config", "train_in_imagination"]

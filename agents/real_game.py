@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from agents.actor_critic import OBS_TYPES, ActorCritic
-from agents.imagination import ACTION_TYPES, agent_config
+from agents.imagination import agent_config
 from agents.trainer import ActorCriticTrainer, TrainConfig
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.data.clips import resize_frames
-from worldsim.simulator import Simulator
+from worldsim.simulator import ACTION_TYPES, Simulator
 
 
 def resolve_game(bundle: Bundle, env_id: str | None) -> str:
@@ -146,15 +146,10 @@ class RealGameSource:
     def step(self, actions: torch.Tensor, *, real: bool = False):
         acts = torch.as_tensor(actions).cpu().long()
         real = real or self.action_type == "real"
-        if acts.numel() and real and (int(acts.min()) < 0 or int(acts.max()) >= self.num_real_actions):
-            raise ValueError(
-                f"real actions must lie in [0, {self.num_real_actions}), got {acts.tolist()}"
-            )
+        n, kind = (self.num_real_actions, "real actions") if real else (self.num_actions, "latent codes")
+        if acts.numel() and (int(acts.min()) < 0 or int(acts.max()) >= n):
+            raise ValueError(f"{kind} must lie in [0, {n}), got {acts.tolist()}")
         if not real:
-            if acts.numel() and (int(acts.min()) < 0 or int(acts.max()) >= self.num_actions):
-                raise ValueError(
-                    f"latent codes must lie in [0, {self.num_actions}), got {acts.tolist()}"
-                )
             acts = self.codes[acts]
         frames, reward, terminated, truncated, _ = self.envs.step(acts.numpy())
         self.last_frames = frames

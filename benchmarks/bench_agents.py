@@ -34,6 +34,7 @@ from agents.imagination import train_in_imagination
 from agents.plan_eval import evaluate_planner
 from agents.trainer import TrainConfig
 from worldsim.bundle import untrained_bundle
+from worldsim.simulator import ACTION_TYPES
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--out", default="docs/results/agents.json")
     p.add_argument("--work", default=None, help="directory for checkpoints (default: a temp dir)")
-    p.add_argument("--updates", type=int, default=300)
+    p.add_argument("--updates", type=int, default=1000)
     p.add_argument("--horizon", type=int, default=15)
     p.add_argument("--entropy", type=float, default=TrainConfig.entropy, help="entropy bonus")
     p.add_argument("--num-envs", type=int, default=16)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--action-type",
         default="real",
-        choices=("real", "latent"),
+        choices=ACTION_TYPES,
         help="what the agent and the planner pick: the game's actions (played by the model as "
         "their most frequent code) or latent codes",
     )

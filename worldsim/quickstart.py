@@ -103,13 +103,17 @@ def run(cfg: DictConfig) -> dict:
     if until is not None and until not in UNTIL:
         raise ConfigError(f"until={until!r}: allowed values are {list(UNTIL)} (or null: every step)")
 
-    def stop_after(step: str) -> bool:
-        """Whether ``until`` ends the run after ``step`` (the metrics so far are written)."""
-        if until != step:
-            return False
+    def finish(title: str) -> None:
+        """Add this run's time to ``total_seconds``, write the metrics, announce the end."""
         metrics["total_seconds"] = metrics.get("total_seconds", 0.0) + (time.perf_counter() - started)
         atomic_write_json(metrics_path, metrics)
-        console.rule(f"[bold green]quickstart stopped after {step} (until={step})")
+        console.rule(f"[bold green]{title}")
+
+    def stop_after(step: str) -> bool:
+        """Whether ``until`` ends the run after ``step`` (then the metrics so far are written)."""
+        if until != step:
+            return False
+        finish(f"quickstart stopped after {step} (until={step})")
         return True
 
     # 1. collect ---------------------------------------------------------------------------------
@@ -181,9 +185,7 @@ def run(cfg: DictConfig) -> dict:
     console.print(f"rollout video: {rollout_path}")
     atomic_write_json(metrics_path, metrics)
 
-    metrics["total_seconds"] = metrics.get("total_seconds", 0.0) + (time.perf_counter() - started)
-    atomic_write_json(metrics_path, metrics)
-    console.rule("[bold green]quickstart done")
+    finish("quickstart done")
     console.print_json(json.dumps(metrics))
     console.print(f"play it: [bold]worldsim play bundle={bundle_dir}[/bold]")
     return metrics
