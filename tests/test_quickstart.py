@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from worldsim.cli import main
 
 
@@ -28,8 +30,18 @@ def test_tiny_quickstart_end_to_end(tmp_path):
     assert first.frames.shape == (2, 32, 32, 3)
     step = sim.step([0, 1], decode=True)
     assert step.frames.shape == (2, 32, 32, 3) and step.reward.shape == (2,)
-    for stage in ("autoencoder", "lam", "dynamics"):
+    for stage in ("autoencoder", "lam", "dynamics", "heads"):
         assert (out / stage / "summary.json").is_file()
+    # The bundle carries the heads refitted on the dynamics' rollouts, not the dynamics stage's.
+    refit = metrics["heads_on_rollouts"]
+    assert set(refit) == {"before", "after"} and refit["after"]["generated"]["transitions"] > 0
+    from worldsim.weights import load_state
+
+    bundled = load_state(out / "bundle", "heads")
+    for name, value in load_state(out / "heads" / "model", "heads").items():
+        torch.testing.assert_close(bundled[name], value)
+    assert any(not torch.equal(bundled[k], v) for k, v in load_state(out / "dynamics" / "model", "heads").items())
+    assert len(sim.bundle.contexts) == 8  # bundle_contexts of the tiny experiment
 
     # A second run finds every step done and changes nothing it already wrote.
     before = (out / "dynamics" / "summary.json").read_text()

@@ -10,12 +10,15 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
    score NMI and binding accuracy against the real actions where the data has them;
 4. ``dynamics``: train the DiT (and reward/termination heads) on the labelled cache and score
    rollouts on held-out episodes;
-5. ``bundle``: gather the networks, latent statistics, action binding and start contexts into
-   ``<out>/bundle``, measure the simulator's frames/s (one world, and a batch of 64), and write
-   ``<out>/rollout.mp4`` (four generated worlds);
+5. ``heads``: when the data has rewards, fit the reward/termination heads on the dynamics'
+   own rollouts of training episodes (``worldsim/heads_on_rollouts.py``) into ``<out>/heads``,
+   scoring coins, losses and terminations on held-out rollouts before and after;
+6. ``bundle``: gather the networks, latent statistics, action binding and ``bundle_contexts``
+   start contexts into ``<out>/bundle``, measure the simulator's frames/s (one world, and a
+   batch of 64), and write ``<out>/rollout.mp4`` (four generated worlds);
 
 Figures go to ``<out>/metrics.json``, rewritten atomically after each step. ``until=STEP``
-(collect, autoencoder, lam or dynamics) stops after that step, e.g. to score only the latent
+(collect, autoencoder, lam, dynamics or heads) stops after that step, e.g. to score only the latent
 action model on a new game: ``worldsim quickstart env=ALE/Breakout-v5 until=lam``.
 """
 
@@ -34,7 +37,7 @@ from worldsim.config import ConfigError
 from worldsim.data.atomic import atomic_write_json
 
 console = Console()
-UNTIL = ("collect", "autoencoder", "lam", "dynamics")  # steps ``until=`` may stop after
+UNTIL = ("collect", "autoencoder", "lam", "dynamics", "heads")  # steps ``until=`` may stop after
 
 
 def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> DictConfig:
@@ -166,11 +169,22 @@ def run(cfg: DictConfig) -> dict:
     if stop_after("dynamics"):
         return metrics
 
-    # 5. bundle, speed, rollout video ------------------------------------------------------------
-    console.rule("[bold]5. bundle")
+    # 5. reward / termination heads on the dynamics' own rollouts -------------------------------
+    console.rule("[bold]5. heads on rollouts")
+    heads = fit_heads_step(cfg, out, latents)
+    if heads:
+        metrics["heads_on_rollouts"] = {k: heads[k] for k in ("before", "after") if k in heads}
+        metrics["train_seconds"]["heads"] = heads.get("train_seconds")
+    atomic_write_json(metrics_path, metrics)
+    if stop_after("heads"):
+        return metrics
+
+    # 6. bundle, speed, rollout video ------------------------------------------------------------
+    console.rule("[bold]6. bundle")
     bundle_dir = out / "bundle"
     if not (bundle_dir / "bundle.json").exists():
-        make_bundle(out, bundle_dir, store_dir, latents, seed=int(cfg.seed), game=cfg.env.id)
+        make_bundle(out, bundle_dir, store_dir, latents, seed=int(cfg.seed), game=cfg.env.id,
+                    num_contexts=int(cfg.bundle_contexts))
     console.print(f"bundle: {bundle_dir}")
     metrics.update(measure_fps(bundle_dir))
     rollout_path = out / "rollout.mp4"
@@ -189,6 +203,53 @@ def run(cfg: DictConfig) -> dict:
     console.print_json(json.dumps(metrics))
     console.print(f"play it: [bold]worldsim play bundle={bundle_dir}[/bold]")
     return metrics
+
+
+def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
+    """Refit the dynamics stage's heads on the dynamics' rollouts (``<out>/heads``); returns its
+    summary, or ``{}`` when there are no heads (data without rewards) or ``heads_rollouts.steps``
+    is 0. Skipped when ``<out>/heads/summary.json`` exists."""
+    from worldsim.data.latent_store import LatentStore
+    from worldsim.heads_on_rollouts import build_pool, event_scores, fit_heads
+    from worldsim.training.stages import split_episodes
+    from worldsim.weights import save_weights
+
+    run_dir, dyn_dir = out / "heads", out / "dynamics" / "model"
+    hr = cfg.heads_rollouts
+    if not (dyn_dir / "heads.json").exists() or int(hr.steps) <= 0:
+        console.print("no reward heads to refit (data without rewards, or heads_rollouts.steps=0)")
+        return {}
+    if (run_dir / "summary.json").exists():
+        console.print(f"done already: {run_dir}")
+        return json.loads((run_dir / "summary.json").read_text())
+    started = time.perf_counter()
+    latents = LatentStore(latents_dir)
+    dynamics, heads = _load(dyn_dir, "dynamics"), _load(dyn_dir, "heads")
+    actions = json.loads((dyn_dir / "dynamics.json").read_text())["extra"].get("actions", "latent")
+    train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
+    common = dict(context=int(hr.context), horizon=int(hr.horizon), actions=actions,
+                  sampler_steps=int(hr.sampler_steps), progress=bool(cfg.progress))
+    pool = build_pool(dynamics, latents, train_ids, windows=int(hr.windows), seed=int(cfg.seed), **common)
+    val = (build_pool(dynamics, latents, val_ids, windows=int(hr.val_windows), seed=int(cfg.seed) + 1, **common)
+           if val_ids else None)
+    summary: dict = {"windows": len(pool), "actions": actions, **{k: hr[k] for k in hr}}
+    if val is not None:
+        summary["before"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
+    summary["history"] = fit_heads(heads, pool, steps=int(hr.steps), batch=int(hr.batch), lr=float(hr.lr),
+                                   real_weight=float(hr.real_weight), seed=int(cfg.seed),
+                                   progress=bool(cfg.progress))
+    if val is not None:
+        summary["after"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
+    save_weights(heads, heads.cfg, run_dir / "model", "heads")
+    summary["train_seconds"] = time.perf_counter() - started
+    atomic_write_json(run_dir / "summary.json", summary)
+    if val is not None:
+        for key in ("before", "after"):
+            gen = summary[key]["generated"]
+            console.print(f"held-out rollouts, {key}: predicted reward/step {gen['predicted_reward_per_step']:.4f} "
+                          f"(true {gen['reward_per_step']:.4f}), coins precision {gen['coin']['precision']:.2f} "
+                          f"recall {gen['coin']['recall']:.2f}")
+    return summary
 
 
 def _load(directory: Path, name: str):
@@ -226,7 +287,10 @@ def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path,
     dyn_meta = json.loads((out / "dynamics" / "model" / "dynamics.json").read_text())
     source = dyn_meta["extra"].get("actions", "latent")
     dynamics = _load(out / "dynamics" / "model", "dynamics")
-    heads = _load(out / "dynamics" / "model", "heads") if (out / "dynamics" / "model" / "heads.json").exists() else None
+    heads = None  # the heads refitted on rollouts (step 5) when there are, else the dynamics stage's
+    for heads_dir in (out / "heads" / "model", out / "dynamics" / "model"):
+        if heads is None and (heads_dir / "heads.json").exists():
+            heads = _load(heads_dir, "heads")
     lam = _load(out / "lam" / "model", "lam") if (out / "lam" / "model" / "lam.json").exists() else None
     lam_summary = json.loads((out / "lam" / "summary.json").read_text()) if (out / "lam" / "summary.json").exists() else {}
     binding = ActionBinding.from_dict(lam_summary["binding"]) if "binding" in lam_summary else None

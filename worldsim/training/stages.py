@@ -276,6 +276,9 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
         if module.heads is not None:
             save_weights(module.heads.eval(), module.heads.cfg, run_dir / "model", "heads")
         if ae is not None and val_ids and Path(cfg.data.store).exists():
+            # Lightning moves the module back to the CPU after fit; the sample callback may have
+            # left the (unregistered) decoder on the GPU: put both where the module is.
+            ae.to(module.device)
             store = EpisodeStore(cfg.data.store, create=False)
             summary.update(rollout_metrics(ae, ema, latents, store, val_ids, actions=mode, steps=int(cfg.sampler_steps),
                                            num_codes=dyn_cfg.num_actions, device=module.device))
