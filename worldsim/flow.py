@@ -39,7 +39,8 @@ from worldsim.nn.attention import KVCache
 
 
 # --- action helpers (actions are a tensor or, for action_type='both', a tuple) -------------------
-def _map_actions(actions: ActionInput | None, fn) -> ActionInput | None:
+def map_actions(actions: ActionInput | None, fn) -> ActionInput | None:
+    """``fn`` applied to the action tensor, or to each tensor of a ``both`` pair."""
     if actions is None:
         return None
     if isinstance(actions, tuple):
@@ -49,13 +50,13 @@ def _map_actions(actions: ActionInput | None, fn) -> ActionInput | None:
 
 def _action_at(actions: ActionInput, i: int) -> ActionInput:
     """Step ``i`` of an action sequence ``[b, H, ...]`` -> ``[b, ...]``."""
-    return _map_actions(actions, lambda a: a[:, i])
+    return map_actions(actions, lambda a: a[:, i])
 
 
 def _cat_actions(first: ActionInput | None, new: ActionInput) -> ActionInput:
     """Append one step ``new [b, ...]`` to a sequence ``first [b, t, ...]`` (or start one)."""
     if first is None:
-        return _map_actions(new, lambda a: a[:, None])
+        return map_actions(new, lambda a: a[:, None])
     if isinstance(first, tuple):
         return tuple(torch.cat([f, n[:, None].to(f.dtype)], 1) for f, n in zip(first, new))
     return torch.cat([first, new[:, None].to(first.dtype)], dim=1)
@@ -195,7 +196,7 @@ def training_loss(
             half = ds / 2
             finest = 2.0 ** (-shortcut_levels)
             half_label = torch.where(half <= finest + 1e-9, torch.zeros_like(half), half)
-            acts, nm = _map_actions(actions, sub), None if null_mask is None else null_mask[idx]
+            acts, nm = map_actions(actions, sub), None if null_mask is None else null_mask[idx]
             hv = half[..., None, None, None]
             v1 = net(xs, ss, acts, step_size=half_label, null_mask=nm)
             x1 = torch.where(mv[..., None, None, None], xs - hv * v1, xs)
@@ -361,4 +362,4 @@ def velocity_loss_floor(z: torch.Tensor) -> float:
     return 1.0 + float(z.float().pow(2).mean())
 
 
-__all__ = ["training_loss", "sample_next", "rollout", "velocity_loss_floor"]
+__all__ = ["training_loss", "sample_next", "rollout", "velocity_loss_floor", "map_actions"]

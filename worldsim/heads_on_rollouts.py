@@ -38,6 +38,7 @@ from rich.progress import Progress
 
 from worldsim import flow
 from worldsim.evaluation import sample_windows
+from worldsim.flow import map_actions
 from worldsim.nn.adaln import ActionInput
 
 ACTION_SOURCES = ("latent", "real", "both")
@@ -61,42 +62,31 @@ class RolloutPool:
         return self.real.shape[0]
 
     def take(self, index: torch.Tensor) -> RolloutPool:
-        acts = (
-            tuple(a[index] for a in self.actions)
-            if isinstance(self.actions, tuple)
-            else self.actions[index]
-        )
         return RolloutPool(
-            self.real[index], self.generated[index], acts, self.rewards[index], self.terminated[index]
+            self.real[index],
+            self.generated[index],
+            map_actions(self.actions, lambda a: a[index]),
+            self.rewards[index],
+            self.terminated[index],
         )
 
 
-def _window_actions(latent_store, e: int, s: int, stop: int, actions: str, label: str):
+def _window_actions(latent_store, e: int, s: int, stop: int, steps: dict, actions: str, label: str):
+    """The window's actions in the dynamics' form; ``steps`` is the window's ``read_steps``."""
     lam = (
         torch.from_numpy(latent_store.read_labels(label, e, s, stop)).long()
         if actions in ("latent", "both")
         else None
     )
-    real = (
-        torch.from_numpy(latent_store.read_steps(e, s, stop)["actions"])
-        if actions in ("real", "both")
-        else None
-    )
+    real = torch.from_numpy(steps["actions"]) if actions in ("real", "both") else None
     return lam if actions == "latent" else real if actions == "real" else (lam, real)
 
 
-def _stack(items: list) -> ActionInput:
+def _stack(items: list, join=torch.stack) -> ActionInput:
+    """Stack (or ``join=torch.cat``) a list of action tensors or of ``both`` pairs."""
     if isinstance(items[0], tuple):
-        return tuple(torch.stack(x) for x in zip(*items, strict=True))
-    return torch.stack(items)
-
-
-def _slice(a: ActionInput, sl: slice) -> ActionInput:
-    return tuple(x[:, sl] for x in a) if isinstance(a, tuple) else a[:, sl]
-
-
-def _to(a: ActionInput, device) -> ActionInput:
-    return tuple(x.to(device) for x in a) if isinstance(a, tuple) else a.to(device)
+        return tuple(join(x) for x in zip(*items, strict=True))
+    return join(items)
 
 
 @torch.no_grad()
@@ -146,21 +136,22 @@ def build_pool(
                 ]
             )
             z = latent_store.normalize(z).to(device)  # n t c h w
-            a = _to(_stack([_window_actions(latent_store, e, s, s + span - 1, actions, label)
-                            for e, s in chunk]), device)
             steps = [latent_store.read_steps(e, s, s + span - 1) for e, s in chunk]
+            a = _stack([_window_actions(latent_store, e, s, s + span - 1, st, actions, label)
+                        for (e, s), st in zip(chunk, steps, strict=True)])
+            a = map_actions(a, lambda x: x.to(device))
             out = flow.rollout(
                 dynamics,
                 z[:, :context],
-                _slice(a, slice(0, context - 1)),
-                _slice(a, slice(context - 1, None)),
+                map_actions(a, lambda x: x[:, : context - 1]),
+                map_actions(a, lambda x: x[:, context - 1 :]),
                 steps=sampler_steps,
                 context_noise=context_noise,
                 generator=g,
             )
             real.append(z[:, context - 1 :].cpu())
             gen.append(torch.cat([z[:, context - 1 : context], out], dim=1).cpu())
-            acts.append(_to(_slice(a, slice(context - 1, None)), "cpu"))
+            acts.append(map_actions(a, lambda x: x[:, context - 1 :].cpu()))
             rewards.append(torch.stack([torch.from_numpy(st["rewards"][context - 1 :]) for st in steps]))
             terms.append(
                 torch.stack(
@@ -173,13 +164,12 @@ def build_pool(
                 )
             )
             bar.advance(task, len(chunk))
-    cat_a = (
-        tuple(torch.cat(x) for x in zip(*acts, strict=True))
-        if isinstance(acts[0], tuple)
-        else torch.cat(acts)
-    )
     return RolloutPool(
-        torch.cat(real), torch.cat(gen), cat_a, torch.cat(rewards).float(), torch.cat(terms).bool()
+        torch.cat(real),
+        torch.cat(gen),
+        _stack(acts, join=torch.cat),
+        torch.cat(rewards).float(),
+        torch.cat(terms).bool(),
     )
 
 
@@ -208,7 +198,7 @@ def fit_heads(
         task = bar.add_task("fitting heads on rollouts", total=steps)
         for step in range(steps):
             part = pool.take(torch.randint(len(pool), (min(batch, len(pool)),), generator=g))
-            a = _to(part.actions, device)
+            a = map_actions(part.actions, lambda x: x.to(device))
             r, te = part.rewards.to(device), part.terminated.to(device)
             gen = heads.loss(part.generated.to(device), a, r, te)
             loss = gen["loss"]
@@ -237,9 +227,8 @@ def event_scores(heads, pool: RolloutPool, which: str = "generated", batch: int 
     rewards, probs = [], []
     for i in range(0, len(pool), batch):
         z = clips[i : i + batch].to(device)
-        a = _to(pool.take(torch.arange(i, min(i + batch, len(pool)))).actions, device)
         flat = lambda x: x.flatten(0, 1)  # noqa: E731
-        acts = tuple(flat(x) for x in a) if isinstance(a, tuple) else flat(a)
+        acts = map_actions(pool.actions, lambda x: flat(x[i : i + batch]).to(device))  # noqa: B023
         p = heads.predict(flat(z[:, :-1]), flat(z[:, 1:]), acts)
         rewards.append(p["reward"].cpu())
         probs.append(p["termination_prob"].cpu())

@@ -212,7 +212,7 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     from worldsim.data.latent_store import LatentStore
     from worldsim.heads_on_rollouts import build_pool, event_scores, fit_heads
     from worldsim.training.stages import split_episodes
-    from worldsim.weights import save_weights
+    from worldsim.weights import read_meta, save_weights
 
     run_dir, dyn_dir = out / "heads", out / "dynamics" / "model"
     hr = cfg.heads_rollouts
@@ -225,7 +225,7 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     started = time.perf_counter()
     latents = LatentStore(latents_dir)
     dynamics, heads = _load(dyn_dir, "dynamics"), _load(dyn_dir, "heads")
-    actions = json.loads((dyn_dir / "dynamics.json").read_text())["extra"].get("actions", "latent")
+    actions = read_meta(dyn_dir, "dynamics")["extra"].get("actions", "latent")
     train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
     common = dict(context=int(hr.context), horizon=int(hr.horizon), actions=actions,
                   sampler_steps=int(hr.sampler_steps), progress=bool(cfg.progress))
