@@ -123,7 +123,7 @@ def test_config_errors_name_the_problem():
         config_from_preset("tiny", attention="global")
     with pytest.raises(ValueError, match="not divisible by patch size"):
         config_from_preset("tiny", latent_height=7)
-    assert {"tiny", "quickstart", "base", "large"} <= set(PRESETS)
+    assert {"tiny", "quickstart", "medium", "base", "large"} <= set(PRESETS)
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -42,6 +42,11 @@ def test_tiny_quickstart_end_to_end(tmp_path):
         torch.testing.assert_close(bundled[name], value)
     assert any(not torch.equal(bundled[k], v) for k, v in load_state(out / "dynamics" / "model", "heads").items())
     assert len(sim.bundle.contexts) == 8  # bundle_contexts of the tiny experiment
+    # The data has real actions: the LAM step fitted the action adapter and the bundle uses it.
+    assert 0 <= metrics["action_adapter"]["val_accuracy"] <= 1
+    assert sim.adapter is not None
+    for name, value in load_state(out / "lam" / "adapter", "action_adapter").items():
+        torch.testing.assert_close(load_state(out / "bundle", "action_adapter")[name], value)
 
     # A second run finds every step done and changes nothing it already wrote.
     before = (out / "dynamics" / "summary.json").read_text()
@@ -62,6 +67,7 @@ def test_tiny_quickstart_on_videos_without_actions(tiny_store, tmp_path):
     assert main(["quickstart", "experiment=tiny", f"out={out}", f"videos={videos}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["nmi"] is None and metrics["binding_accuracy_100"] is None  # no labels to score
+    assert "action_adapter" not in metrics and not (out / "lam" / "adapter").exists()
     assert metrics["codebook_size"] == 8 and metrics["codebook_used"] >= 1
     assert "4" in metrics["rollout_psnr"]
     assert (out / "rollout.mp4").stat().st_size > 0

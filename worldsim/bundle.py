@@ -10,6 +10,8 @@ the end, so a half-written bundle never exists under the final name)::
     dynamics.{json,safetensors}      spatiotemporal DiT
     heads.{json,safetensors}         reward / termination heads (optional)
     lam.{json,safetensors}           latent action model (optional)
+    action_adapter.{json,safetensors}  real action -> latent code in the current state (optional;
+                          ``worldsim.action_adapter``; the Simulator prefers it to the binding)
     latent_stats.json     per-channel ``mean`` / ``std`` of the latents the dynamics works on
     binding.json          latent code <-> real action binding (optional)
     contexts.npz          start contexts: ``frames`` uint8 [N, k, H, W, 3] and optionally
@@ -41,6 +43,7 @@ import torch
 from torch import nn
 
 import worldsim
+from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
 from worldsim.autoencoder import Autoencoder, AutoencoderConfig
 from worldsim.binding import ActionBinding
 from worldsim.dynamics import DynamicsConfig, DynamicsModel
@@ -57,6 +60,7 @@ _NETWORKS: dict[str, tuple[type, type]] = {
     "dynamics": (DynamicsModel, DynamicsConfig),
     "heads": (RewardTerminationHeads, HeadsConfig),
     "lam": (LatentActionModel, LatentActionConfig),
+    "action_adapter": (ActionAdapter, ActionAdapterConfig),
 }
 
 
@@ -79,6 +83,7 @@ class Bundle:
     lam: LatentActionModel | None = None
     binding: ActionBinding | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    action_adapter: ActionAdapter | None = None
 
     @property
     def action_source(self) -> str:
@@ -108,6 +113,24 @@ def _config_of(name: str, net: nn.Module) -> Any:
     if not dataclasses.is_dataclass(cfg):
         raise BundleError(f"save_bundle: {name} ({type(net).__name__}) has no dataclass config")
     return cfg
+
+
+def _check_adapter(cfg: ActionAdapterConfig, dyn_cfg, info: dict[str, Any], where: str) -> None:
+    """An action adapter must read the dynamics' latents and map the game's actions to its codes."""
+    space = info.get("action_space") or {}
+    problems = []
+    if (cfg.latent_channels, cfg.latent_height, cfg.latent_width) != (
+        dyn_cfg.latent_channels, dyn_cfg.latent_height, dyn_cfg.latent_width
+    ):
+        problems.append("its latent shape differs from the dynamics'")
+    if info.get("action_source") == "real":
+        problems.append("the dynamics takes real actions (action_source='real'): nothing to adapt")
+    if space.get("type") != "discrete" or int(space.get("n", -1)) != cfg.num_actions:
+        problems.append(f"num_actions={cfg.num_actions} does not match the action space {space or None}")
+    if info.get("num_latent_actions") not in (None, cfg.num_codes):
+        problems.append(f"num_codes={cfg.num_codes} != num_latent_actions={info.get('num_latent_actions')}")
+    if problems:
+        raise BundleError(f"{where}: action_adapter: " + "; ".join(problems))
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -194,6 +217,7 @@ def save_bundle(
     binding: ActionBinding | None = None,
     meta: dict[str, Any] | None = None,
     overwrite: bool = False,
+    action_adapter: ActionAdapter | None = None,
 ) -> Path:
     """Write a bundle directory at ``path`` atomically; returns the path.
 
@@ -215,7 +239,10 @@ def save_bundle(
         )
     info = _infer_meta(dict(meta or {}), dynamics, lam, binding)
     _check_action_setup(info, dynamics.cfg, heads.cfg if heads else None, "save_bundle")
-    nets = {"autoencoder": autoencoder, "dynamics": dynamics, "heads": heads, "lam": lam}
+    if action_adapter is not None:
+        _check_adapter(action_adapter.cfg, dynamics.cfg, info, "save_bundle")
+    nets = {"autoencoder": autoencoder, "dynamics": dynamics, "heads": heads, "lam": lam,
+            "action_adapter": action_adapter}
     doc = {
         "format_version": BUNDLE_FORMAT,
         "worldsim_version": worldsim.__version__,
@@ -323,6 +350,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     _check_action_setup(
         meta, nets["dynamics"].cfg, nets["heads"] and nets["heads"].cfg, f"bundle {root}"
     )
+    if nets["action_adapter"] is not None:
+        _check_adapter(nets["action_adapter"].cfg, nets["dynamics"].cfg, meta, f"bundle {root}")
     stats = _read_json(root / "latent_stats.json")
     c = nets["dynamics"].cfg.latent_channels
     try:
@@ -366,6 +395,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         lam=nets["lam"],
         binding=binding,
         meta=meta,
+        action_adapter=nets["action_adapter"],
     )
 
 

@@ -7,13 +7,15 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
 2. ``autoencoder``: train the frame autoencoder (``<out>/autoencoder``) and encode the latent
    cache (``<out>/autoencoder/latents``);
 3. ``lam``: train the latent action model on the cache, label every transition with its code,
-   score NMI and binding accuracy against the real actions where the data has them;
+   score NMI and binding accuracy against the real actions where the data has them; with
+   discrete real actions, also fit the action adapter (``worldsim/action_adapter.py``: the code
+   a real action becomes in a given frame) into ``<out>/lam/adapter``;
 4. ``dynamics``: train the DiT (and reward/termination heads) on the labelled cache and score
    rollouts on held-out episodes;
 5. ``heads``: when the data has rewards, fit the reward/termination heads on the dynamics'
    own rollouts of training episodes (``worldsim/heads_on_rollouts.py``) into ``<out>/heads``,
    scoring coins, losses and terminations on held-out rollouts before and after;
-6. ``bundle``: gather the networks, latent statistics, action binding and ``bundle_contexts``
+6. ``bundle``: gather the networks, latent statistics, action binding, action adapter and ``bundle_contexts``
    start contexts into ``<out>/bundle``, measure the simulator's frames/s (one world, and a
    batch of 64), and write ``<out>/rollout.mp4`` (four generated worlds);
 
@@ -153,6 +155,10 @@ def run(cfg: DictConfig) -> dict:
     for key in ("nmi", "binding_accuracy_100", "codebook_used", "codebook_size"):
         metrics[key] = lam.get(key)
     metrics["train_seconds"]["lam"] = lam.get("train_seconds")
+    adapter = fit_adapter_step(cfg, out, latents)
+    if adapter:
+        metrics["action_adapter"] = {k: adapter.get(k) for k in ("val_accuracy", "binding_val_accuracy")}
+        metrics["train_seconds"]["action_adapter"] = adapter.get("train_seconds")
     atomic_write_json(metrics_path, metrics)
     if stop_after("lam"):
         return metrics
@@ -205,6 +211,40 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
+def fit_adapter_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
+    """Fit the action adapter (``<out>/lam/adapter``) when the data has discrete real actions and
+    the LAM a binding; returns its summary (``{}`` when skipped). Skipped when its summary exists."""
+    from worldsim.action_adapter import fit_action_adapter
+    from worldsim.binding import ActionBinding
+    from worldsim.data.latent_store import LatentStore
+    from worldsim.training.stages import split_episodes
+    from worldsim.weights import save_weights
+
+    run_dir, ac = out / "lam" / "adapter", cfg.action_adapter
+    lam_summary = json.loads((out / "lam" / "summary.json").read_text())
+    if "binding" not in lam_summary or int(ac.steps) <= 0:
+        console.print("no action adapter (no discrete real actions in the data, or action_adapter.steps=0)")
+        return {}
+    if (run_dir / "summary.json").exists():
+        console.print(f"done already: {run_dir}")
+        return json.loads((run_dir / "summary.json").read_text())
+    started = time.perf_counter()
+    binding = ActionBinding.from_dict(lam_summary["binding"])
+    latents = LatentStore(latents_dir)
+    train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
+    adapter, summary = fit_action_adapter(
+        latents, train_ids, val_ids, num_actions=binding.num_actions, num_codes=binding.num_codes,
+        binding=binding, samples=int(ac.samples), steps=int(ac.steps), batch=int(ac.batch), lr=float(ac.lr),
+        hidden=int(ac.hidden), seed=int(cfg.seed), progress=bool(cfg.progress))
+    save_weights(adapter, adapter.cfg, run_dir, "action_adapter")
+    summary["train_seconds"] = time.perf_counter() - started
+    atomic_write_json(run_dir / "summary.json", summary)
+    if "val_accuracy" in summary:
+        console.print(f"action adapter: held-out code accuracy {summary['val_accuracy']:.3f} "
+                      f"(one code per action: {summary.get('binding_val_accuracy', float('nan')):.3f})")
+    return summary
+
+
 def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     """Refit the dynamics stage's heads on the dynamics' rollouts (``<out>/heads``); returns its
     summary, or ``{}`` when there are no heads (data without rewards) or ``heads_rollouts.steps``
@@ -254,6 +294,7 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
 
 def _load(directory: Path, name: str):
     """A network saved by a training stage (``<run_dir>/model``)."""
+    from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
     from worldsim.autoencoder import Autoencoder
     from worldsim.autoencoder import config_from_dict as ae_config
     from worldsim.dynamics import DynamicsConfig, DynamicsModel
@@ -267,6 +308,7 @@ def _load(directory: Path, name: str):
         "lam": lambda c: LatentActionModel(lam_config(c)),
         "dynamics": lambda c: DynamicsModel(DynamicsConfig(**c)),
         "heads": lambda c: RewardTerminationHeads(HeadsConfig(**c)),
+        "action_adapter": lambda c: ActionAdapter(ActionAdapterConfig(**c)),
     }[name]
     return load_into(build(read_meta(directory, name)["config"]), directory, name).eval()
 
@@ -294,6 +336,9 @@ def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path,
     lam = _load(out / "lam" / "model", "lam") if (out / "lam" / "model" / "lam.json").exists() else None
     lam_summary = json.loads((out / "lam" / "summary.json").read_text()) if (out / "lam" / "summary.json").exists() else {}
     binding = ActionBinding.from_dict(lam_summary["binding"]) if "binding" in lam_summary else None
+    adapter_dir = out / "lam" / "adapter"
+    adapter = (_load(adapter_dir, "action_adapter")
+               if source != "real" and (adapter_dir / "action_adapter.json").exists() else None)
 
     # Start contexts: windows of real frames from held-out and training episodes alike.
     lengths = [store.episode_length(i) for i in range(len(store))]
@@ -315,7 +360,8 @@ def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path,
             "fps": float(store.metadata(0).get("fps") or 15.0), "game": game or store.metadata(0).get("source")}
     return save_bundle(bundle_dir, autoencoder=ae, dynamics=dynamics, latent_mean=latents.mean,
                        latent_std=latents.std, contexts=np.stack(frames), context_actions=np.stack(actions),
-                       heads=heads, lam=lam, binding=binding, meta=meta, overwrite=True)
+                       heads=heads, lam=lam, binding=binding, meta=meta, overwrite=True,
+                       action_adapter=adapter)
 
 
 def measure_fps(bundle_dir: Path, steps: int = 24, batch: int = 64) -> dict:

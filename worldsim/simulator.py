@@ -19,7 +19,10 @@ Implementation details:
 3. **Actions.** ``action_type="latent"`` (default) takes latent action codes, ``"real"`` the
    game's actions. They are converted to what the dynamics was trained on (the bundle's
    ``action_source``) through the binding; a real action the binding never saw maps to code 0,
-   a code never bound maps to real action 0 (NOOP in Atari-style games).
+   a code never bound maps to real action 0 (NOOP in Atari-style games). When the bundle has
+   an action adapter (``worldsim.action_adapter``), a real action becomes the code the adapter
+   gives it in the world's current frame instead of the binding's one code per action: the
+   LAM's codes depend on the state (a step, a push into a wall, ...), the binding's do not.
 4. **Context actions.** When a context comes without actions in the model's form, the bundle's
    latent action model (if any) labels its transitions; otherwise they get the dynamics' learned
    ``null`` action (the one classifier-free guidance is trained with).
@@ -143,6 +146,8 @@ class Simulator:
         self.dynamics = bundle.dynamics.to(self.device, self.dtype).eval()
         self.heads = bundle.heads.to(self.device, self.dtype).eval() if bundle.heads else None
         self.lam = bundle.lam.to(self.device, self.dtype).eval() if bundle.lam else None
+        adapter = getattr(bundle, "action_adapter", None)
+        self.adapter = adapter.to(self.device, self.dtype).eval() if adapter is not None else None
         self.sampler_steps, self.context_noise, self.cfg_scale = (
             sampler_steps,
             context_noise,
@@ -285,9 +290,16 @@ class Simulator:
             )
         return acts.long()
 
-    def model_actions(self, actions: Any, action_type: str | None = None, batch: int | None = None):
+    def model_actions(
+        self,
+        actions: Any,
+        action_type: str | None = None,
+        batch: int | None = None,
+        latents: torch.Tensor | None = None,
+    ):
         """Convert actions of a kind (``[b]`` ints, or ``[b, a]`` continuous real ones) into the
-        form the dynamics is conditioned on (see the module docstring, item 3)."""
+        form the dynamics is conditioned on (see the module docstring, item 3). ``latents``
+        ``[b, c, h, w]``: the frames the actions are taken in, for the action adapter."""
         kind = action_type or self.action_type
         if kind not in ACTION_TYPES:
             raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {kind!r}")
@@ -301,7 +313,11 @@ class Simulator:
             return real if source == "real" else (acts, self._one_hot(real))
         if source == "real":
             return acts
-        codes = self._lookup("to_latent", acts)
+        if self.adapter is not None and latents is not None:
+            with self._amp():
+                codes = self.adapter.codes(latents.to(self.dtype), acts)
+        else:
+            codes = self._lookup("to_latent", acts)
         return codes if source == "latent" else (codes, self._one_hot(acts))
 
     # ------------------------------------------------------------------ contexts
@@ -375,7 +391,8 @@ class Simulator:
         if kind == "real":
             with contextlib.suppress(ValueError):
                 flat = torch.from_numpy(np.array(acts)).reshape(m * (k - 1), *acts.shape[2:])
-                out = self.model_actions(flat, "real", batch=m * (k - 1))
+                out = self.model_actions(flat, "real", batch=m * (k - 1),
+                                         latents=z[:, :-1].reshape(m * (k - 1), *z.shape[2:]))
                 shape = lambda a: a.reshape(m, k - 1, *a.shape[1:])  # noqa: E731
                 return tuple(shape(a) for a in out) if isinstance(out, tuple) else shape(out)
         if self.lam is not None and self.bundle.action_source == "latent":
@@ -487,7 +504,7 @@ class Simulator:
         """Advance every world by one frame. ``actions``: ``[b]`` ints (latent codes or discrete
         real actions) or ``[b, a]`` continuous real actions; ``action_type`` overrides the
         Simulator's for this call."""
-        a = self.model_actions(actions, action_type)
+        a = self.model_actions(actions, action_type, latents=self._z)
         if self._history.maxlen:
             self._history.append(self.snapshot())
         z_prev = self._z
