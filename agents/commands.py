@@ -66,6 +66,7 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
             sampler_steps=int(a.sampler_steps),
             context_noise=float(a.context_noise),
             max_episode_steps=a.max_episode_steps,
+            termination=str(a.termination),
             device=cfg.device,
             resume=bool(cfg.resume),
         )

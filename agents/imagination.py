@@ -45,6 +45,7 @@ class ImaginationSource:
         sampler_steps: int = 4,
         context_noise: float = 0.1,
         max_episode_steps: int | None = None,
+        termination: str = "sample",
         device: str = "cpu",
     ) -> None:
         if obs_type not in OBS_TYPES:
@@ -57,6 +58,7 @@ class ImaginationSource:
             sampler_steps=sampler_steps,
             context_noise=context_noise,
             max_episode_steps=max_episode_steps,
+            termination=termination,
             device=device,
             return_torch=True,
         )
@@ -97,6 +99,7 @@ def train_in_imagination(
     sampler_steps: int = 4,
     context_noise: float = 0.1,
     max_episode_steps: int | None = None,
+    termination: str = "sample",
     device: str = "cpu",
     resume: bool = True,
 ) -> dict[str, Any]:
@@ -114,6 +117,7 @@ def train_in_imagination(
         sampler_steps=sampler_steps,
         context_noise=context_noise,
         max_episode_steps=max_episode_steps,
+        termination=termination,
         device=device,
     )
     model = ActorCritic(
@@ -125,6 +129,7 @@ def train_in_imagination(
         "obs_type": obs_type,
         "action_type": action_type,
         "num_envs": num_envs,
+        "termination": termination,
         "game": source.env.sim.bundle.meta.get("game"),
     }
     trainer = ActorCriticTrainer(model, source, train, out_dir, meta=meta, resume=resume)

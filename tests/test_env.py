@@ -172,3 +172,20 @@ def test_make_from_a_fresh_process(bundle_dir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "(32, 32, 3) (2, 32, 32, 3)" in out.stdout
+
+
+def test_envs_pass_the_termination_mode_to_the_simulator(lively):
+    saved = {k: v.clone() for k, v in lively.heads.termination_out.state_dict().items()}
+    try:  # p = sigmoid(0) = 0.5 everywhere: a threshold (p > 0.5) never ends, a draw often does
+        lively.heads.termination_out.weight.data.zero_()
+        lively.heads.termination_out.bias.data.zero_()
+        ended = {}
+        for mode in ("threshold", "sample"):
+            venv = WorldModelVectorEnv(64, lively, obs_type="latents", termination=mode)
+            assert venv.sim.termination == mode
+            venv.reset(seed=0)
+            ended[mode] = venv.step(np.zeros(64, dtype=np.int64))[2].mean()
+        assert ended["threshold"] == 0 and 0.3 < ended["sample"] < 0.7
+        assert WorldModelEnv(lively, termination="sample").sim.termination == "sample"
+    finally:
+        lively.heads.termination_out.load_state_dict(saved)

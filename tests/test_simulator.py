@@ -226,3 +226,24 @@ def test_policies_and_the_rollout_command(bundle, tmp_path):
         ],
     )
     assert [p.name for p in paths] == ["w_0.gif", "w_1.gif"]
+
+
+def test_termination_threshold_or_sampled(bundle, monkeypatch):
+    """A head that gives every transition p = 0.3: thresholded worlds never end, sampled ones end
+    at that rate, reproducibly for a seed."""
+    monkeypatch.setattr(
+        bundle.heads,
+        "predict",
+        lambda z_prev, z, a: {"reward": torch.zeros(len(z)), "termination_prob": torch.full((len(z),), 0.3)},
+    )
+    ends = {}
+    for termination, seed in (("threshold", 0), ("sample", 0), ("sample", 0), ("sample", 1)):
+        sim = _sim(bundle, batch=400, termination=termination, seed=seed)
+        sim.reset()
+        ends.setdefault(termination, []).append(torch.stack([sim.step(torch.zeros(400, dtype=torch.long)).terminated for _ in range(3)]))
+    assert not ends["threshold"][0].any()
+    first, again, other = ends["sample"]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert abs(first.float().mean().item() - 0.3) < 0.05
+    with pytest.raises(ValueError, match=r"termination must be one of \('threshold', 'sample'\)"):
+        _sim(bundle, termination="always")

@@ -102,14 +102,16 @@ class WorldModelEnv(gym.Env):
 
     ## Episode End
 
-    Terminated when the termination head's probability exceeds 0.5; truncated after
+    Terminated when the termination head's probability exceeds 0.5 (``termination="sample"``:
+    drawn from that probability); truncated after
     ``max_episode_steps`` steps (if set; ``gymnasium.make(..., max_episode_steps=N)`` adds a
     ``TimeLimit`` instead).
 
     ## Arguments
 
     ``bundle`` (path or loaded ``Bundle``), ``obs_type``, ``action_type``, ``max_episode_steps``,
-    ``sampler_steps`` (Euler steps per frame), ``context_noise``, ``cfg_scale``, ``device``,
+    ``sampler_steps`` (Euler steps per frame), ``context_noise``, ``cfg_scale``, ``termination``
+    (``threshold`` | ``sample``), ``device``,
     ``render_mode`` (``rgb_array`` or ``human``: a pygame window), ``render_scale`` (human).
     ``reset(options={"context": ...})`` takes any context ``Simulator.reset`` accepts.
     ``info["uncertainty"]``: the Simulator's per-step uncertainty figure.
@@ -131,6 +133,7 @@ class WorldModelEnv(gym.Env):
         sampler_steps: int = 4,
         context_noise: float = 0.1,
         cfg_scale: float = 1.0,
+        termination: str = "threshold",
         device: str = "cpu",
         render_mode: str | None = None,
         render_scale: int = 8,
@@ -148,6 +151,7 @@ class WorldModelEnv(gym.Env):
             sampler_steps=sampler_steps,
             context_noise=context_noise,
             cfg_scale=cfg_scale,
+            termination=termination,
         )
         self.obs_type, self.action_type = obs_type, action_type
         self.max_episode_steps = max_episode_steps
@@ -251,6 +255,7 @@ class WorldModelVectorEnv(VectorEnv):
         sampler_steps: int = 4,
         context_noise: float = 0.1,
         cfg_scale: float = 1.0,
+        termination: str = "threshold",
         device: str = "cpu",
         render_mode: str | None = None,
         return_torch: bool = False,
@@ -270,6 +275,7 @@ class WorldModelVectorEnv(VectorEnv):
             sampler_steps=sampler_steps,
             context_noise=context_noise,
             cfg_scale=cfg_scale,
+            termination=termination,
         )
         self.num_envs, self.obs_type, self.action_type = num_envs, obs_type, action_type
         self.max_episode_steps, self.render_mode, self.return_torch = (

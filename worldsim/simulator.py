@@ -35,7 +35,11 @@ Implementation details:
    and the step counters from before each of the last ``H`` steps (a ring of snapshots);
    ``rewind(n)`` restores the state of ``n`` steps ago. Memory: ``H`` cache copies, so keep it
    for the viewer (B=1) and leave it 0 for batched training.
-7. **Precision.** ``dtype`` casts the networks and the cache (e.g. ``torch.bfloat16``);
+7. **Termination.** ``termination="threshold"`` (default) ends a world when the head's
+   probability exceeds 0.5; ``"sample"`` draws the end from that probability (Bernoulli, the
+   Simulator's generator). A head that gives a real death p = 0.3 never ends a thresholded world
+   there, while a sampled world ends 30% of the time: agents learn to fear it (docs/agents.md).
+8. **Precision.** ``dtype`` casts the networks and the cache (e.g. ``torch.bfloat16``);
    ``autocast=True`` runs the networks under bf16 autocast on CUDA (ignored on CPU).
 
 einops legend: b worlds, k context frames, c latent channels, h w latent grid, H W frame size.
@@ -60,6 +64,7 @@ from worldsim.flow import sample_next
 from worldsim.nn.attention import KVCache
 
 ACTION_TYPES = ("latent", "real")
+TERMINATIONS = ("threshold", "sample")
 
 
 @dataclass
@@ -111,6 +116,7 @@ class Simulator:
             frames; cfg_scale: classifier-free guidance weight (1 = off); window: cached frames.
         action_type: what ``step`` takes: ``latent`` codes or the game's ``real`` actions.
         autocast: bf16 autocast on CUDA. history: snapshots kept for ``rewind``.
+        termination: ``threshold`` (probability > 0.5) or ``sample`` (Bernoulli draw).
         seed: seed of the Simulator's torch generator (``reset(generator=...)`` replaces it).
     """
 
@@ -129,7 +135,12 @@ class Simulator:
         autocast: bool = False,
         history: int = 0,
         seed: int | None = None,
+        termination: str = "threshold",
     ) -> None:
+        if termination not in TERMINATIONS:
+            raise ValueError(
+                f"Simulator: termination must be one of {TERMINATIONS}, got {termination!r}"
+            )
         if action_type not in ACTION_TYPES:
             raise ValueError(
                 f"Simulator: action_type must be one of {ACTION_TYPES}, got {action_type!r}"
@@ -155,6 +166,7 @@ class Simulator:
         )
         self.window = window or self.dynamics.cfg.context_window
         self.action_type = action_type
+        self.termination = termination
         self.autocast = autocast
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
@@ -524,7 +536,12 @@ class Simulator:
             if self.heads is not None:
                 out = self.heads.predict(z_prev, z, a)
                 reward = out["reward"].float()
-                terminated = out["termination_prob"] > 0.5
+                p = out["termination_prob"]
+                if self.termination == "sample":
+                    draw = torch.rand(p.shape, generator=self.generator, device=self.device)
+                    terminated = draw < p.float()
+                else:
+                    terminated = p > 0.5
             else:
                 reward = torch.zeros(self.batch, device=self.device)
                 terminated = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
@@ -534,4 +551,4 @@ class Simulator:
         return self._result(reward, terminated, uncertainty, decode)
 
 
-__all__ = ["ACTION_TYPES", "Simulator", "StepResult"]
+__all__ = ["ACTION_TYPES", "TERMINATIONS", "Simulator", "StepResult"]
