@@ -85,12 +85,13 @@ def run_goal_task(
         frame, _ = env.reset(seed=task.level_seed)
         agent.reset()
         agent.set_goal(task.goal_frame)
-        think, steps, success = 0.0, 0, False
+        think, steps, success, actions = 0.0, 0, False, []
         for steps in range(1, task.max_steps + 1):  # noqa: B007  (steps is reported)
             t0 = time.perf_counter()
             code = agent.act(frame)
             think += time.perf_counter() - t0
-            frame, _, terminated, truncated, _ = env.step(int(codes[code]))
+            actions.append(int(codes[code]))
+            frame, _, terminated, truncated, _ = env.step(actions[-1])
             if reached(env, task, tolerance):
                 success = True
                 break
@@ -98,7 +99,8 @@ def run_goal_task(
                 break
     finally:
         env.close()
-    return {"success": success, "steps": steps, "seconds_per_action": think / max(steps, 1)}
+    return {"success": success, "steps": steps, "seconds_per_action": think / max(steps, 1),
+            "actions": actions}
 
 
 def run_return_episode(
@@ -159,6 +161,7 @@ def evaluate_planner(
     per_seed_score, per_seed_speed, episodes = [], [], []
     agent = None
     for seed in seeds:
+        sim.generator.manual_seed(int(seed))  # the imagined frames' noise: a re-run repeats
         agent = make_planning_agent(sim, **{**(planner or {}), "seed": int(seed)})
         if objective == "goal":
             tasks = make_goal_tasks(game, num_tasks, int(seed), size=size, **(task or {}))

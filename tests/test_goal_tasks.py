@@ -89,6 +89,11 @@ def test_plan_eval_reports_success_budget_and_speed(tmp_path, action_type):
     assert res["plan_success"]["n"] == 3 and 0 <= res["plan_success"]["mean"] <= 1
     assert res["plan_budget"]["calls_per_plan"] == 8 and res["plan_budget"]["calls_per_action"] == 4
     assert res["plan_seconds_per_action"]["mean"] > 0
+    # seeded: a re-run plays the same actions (the planner's and the imagined frames' noise)
+    again = evaluate_planner(bundle, planner=planner, seeds=(0, 1, 2), num_tasks=1, sampler_steps=1)
+    assert [e["actions"] for e in again["episodes"]] == [e["actions"] for e in res["episodes"]]
+    other = evaluate_planner(bundle, planner=planner, seeds=(3, 4, 5), num_tasks=1, sampler_steps=1)
+    assert [e["actions"] for e in other["episodes"]] != [e["actions"] for e in res["episodes"]]
 
 
 def test_plan_and_agent_commands_compose_and_run(tmp_path):
