@@ -129,3 +129,40 @@ def test_event_scores_count_precision_and_recall():
     assert real["coin"]["predicted"] == 0
     with pytest.raises(ValueError, match="which must be"):
         event_scores(_Oracle(), pool, "imagined")
+
+
+def test_end_windows_are_oversampled_with_weights_that_undo_it():
+    store = FakeLatents(lengths=(20, 14, 30))
+    dyn = build_dynamics("tiny")
+    uniform = build_pool(dyn, store, [0, 1, 2], windows=40, context=2, horizon=3, progress=False)
+    assert uniform.weights is None
+    pool = build_pool(dyn, store, [0, 1, 2], windows=40, context=2, horizon=3, end_fraction=0.5,
+                      progress=False)
+    ends = pool.terminated[:, -1]  # every episode ends in a termination: end windows end with it
+    assert int(ends.sum()) >= 20 and int(uniform.terminated.sum()) < 20
+    assert pool.weights.shape == (40,) and torch.isclose(pool.weights.mean(), torch.tensor(1.0))
+    assert pool.weights[ends].max() < pool.weights[~ends].min()
+    # Weighted, the pool's termination rate is that of uniform windows: one terminal transition
+    # per episode, among the 4 transitions of each of an episode's windows of 5 latents.
+    windows = [n - 5 + 1 for n in (20, 14, 30)]
+    true_rate = 3 / (sum(windows) * 4)
+    weighted = float((pool.weights[:, None] * pool.terminated.float()).mean())
+    assert abs(weighted - true_rate) < 0.5 * true_rate
+    with pytest.raises(ValueError, match=r"end_fraction must lie in \[0, 1\)"):
+        build_pool(dyn, store, [0], windows=4, context=2, horizon=3, end_fraction=1.0, progress=False)
+    heads = build_heads("tiny")
+    history = fit_heads(heads, pool, steps=3, batch=8, progress=False)
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_heads_loss_weights():
+    heads = build_heads("tiny")
+    z = torch.randn(3, 3, 4, 8, 8)
+    a = torch.randint(0, 4, (3, 2))
+    r, te = torch.randn(3, 2), torch.zeros(3, 2, dtype=torch.bool)
+    plain = heads.loss(z, a, r, te)["loss"]
+    torch.testing.assert_close(heads.loss(z, a, r, te, weights=torch.ones(3))["loss"], plain)
+    only_first = heads.loss(z, a, r, te, weights=torch.tensor([3.0, 0.0, 0.0]))["loss"]
+    torch.testing.assert_close(only_first, heads.loss(z[:1], a[:1], r[:1], te[:1])["loss"])
+    with pytest.raises(ValueError, match=r"weights must be \[3\]"):
+        heads.loss(z, a, r, te, weights=torch.ones(2))

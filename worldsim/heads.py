@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from worldsim.nn.adaln import ActionEmbedder, ActionInput
@@ -192,13 +192,17 @@ class RewardTerminationHeads(nn.Module):
         actions: ActionInput,
         rewards: torch.Tensor | None,
         terminated: torch.Tensor | None,
+        weights: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Losses on a clip ``z [b, t, c, h, w]`` with ``actions``, ``rewards`` and ``terminated``
         ``[b, t-1]`` (either target may be ``None``). Returns ``loss`` and its parts, plus
-        ``reward_mae`` and ``termination_acc`` for logs."""
+        ``reward_mae`` and ``termination_acc`` for logs. ``weights`` ``[b]``: per-clip importance
+        weights of the loss terms (e.g. for oversampled rare windows; None: all 1)."""
         if z.dim() != 5 or z.shape[1] < 2:
             raise ValueError(f"heads.loss expects a clip [b, t>=2, c, h, w], got {tuple(z.shape)}")
         b, t = z.shape[:2]
+        if weights is not None and tuple(weights.shape) != (b,):
+            raise ValueError(f"heads.loss: weights must be [{b}] (one per clip), got {tuple(weights.shape)}")
         for name, y in (("rewards", rewards), ("terminated", terminated)):
             if y is not None and tuple(y.shape) != (b, t - 1):
                 raise ValueError(
@@ -207,24 +211,29 @@ class RewardTerminationHeads(nn.Module):
         flat = lambda a: rearrange(a, "b t ... -> (b t) ...")  # noqa: E731
         acts = tuple(flat(a) for a in actions) if isinstance(actions, tuple) else flat(actions)
         out = self(flat(z[:, :-1]), flat(z[:, 1:]), acts)
+        w = None if weights is None else repeat(weights.float(), "b -> (b t)", t=t - 1)
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            return x.mean() if w is None else (x * w).mean()
+
         parts: dict[str, torch.Tensor] = {}
         total = z.new_zeros(())
         if rewards is not None:
             r = flat(rewards).float()
             if self.cfg.reward_mode == "twohot":
                 target = twohot(symlog(r), self.bins)
-                parts["reward_loss"] = -(target * out["reward_out"].log_softmax(-1)).sum(-1).mean()
+                parts["reward_loss"] = mean(-(target * out["reward_out"].log_softmax(-1)).sum(-1))
             else:
-                parts["reward_loss"] = F.mse_loss(out["reward_out"][..., 0], r)
+                parts["reward_loss"] = mean((out["reward_out"][..., 0] - r) ** 2)
             with torch.no_grad():
                 parts["reward_mae"] = (self._reward_value(out["reward_out"]) - r).abs().mean()
             total = total + parts["reward_loss"]
         if terminated is not None:
             y = flat(terminated).float()
             pos_weight = torch.tensor(self.cfg.termination_pos_weight, device=y.device)
-            parts["termination_loss"] = F.binary_cross_entropy_with_logits(
-                out["termination_logit"], y, pos_weight=pos_weight
-            )
+            parts["termination_loss"] = mean(F.binary_cross_entropy_with_logits(
+                out["termination_logit"], y, pos_weight=pos_weight, reduction="none"
+            ))
             with torch.no_grad():
                 parts["termination_acc"] = (
                     ((out["termination_logit"] > 0).float() == y).float().mean()

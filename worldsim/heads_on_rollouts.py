@@ -12,6 +12,10 @@ read:
    ``context`` real latents, and lets it generate ``horizon`` frames under the window's recorded
    actions (teacher-forced actions, free-running frames: exactly the imagination setting). The
    pool keeps both the real and the generated clips with the window's rewards and terminations.
+   ``end_fraction`` of the windows instead end at an episode's terminal transition (deaths are
+   about 0.5% of transitions, so a uniform pool of 2,048 windows holds a few dozen); each window
+   carries an importance weight that makes the weighted pool the uniform one again, so the
+   heads stay calibrated (their termination probability is what sampled deaths draw from).
 2. **Fit.** ``fit_heads`` trains the heads on batches of generated and real transitions of the
    pool (``real_weight`` weighs the real part), with the heads' own losses (two-hot reward,
    termination BCE). The reward head then predicts the expected reward given what the model
@@ -57,6 +61,7 @@ class RolloutPool:
     actions: ActionInput
     rewards: torch.Tensor
     terminated: torch.Tensor
+    weights: torch.Tensor | None = None  # [n] importance weights (None: uniform windows)
 
     def __len__(self) -> int:
         return self.real.shape[0]
@@ -68,6 +73,7 @@ class RolloutPool:
             map_actions(self.actions, lambda a: a[index]),
             self.rewards[index],
             self.terminated[index],
+            None if self.weights is None else self.weights[index],
         )
 
 
@@ -102,13 +108,15 @@ def build_pool(
     label: str = "lam",
     sampler_steps: int = 2,
     context_noise: float = 0.1,
+    end_fraction: float = 0.0,
     batch: int = 128,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> RolloutPool:
     """Generate ``windows`` clips of ``horizon`` frames from real contexts of ``episodes`` under
-    their recorded actions (module docstring, item 1). The store must hold rewards."""
+    their recorded actions (module docstring, item 1); ``end_fraction`` of them end at terminal
+    transitions, with importance weights. The store must hold rewards."""
     if actions not in ACTION_SOURCES:
         raise ValueError(f"build_pool: actions must be one of {ACTION_SOURCES}, got {actions!r}")
     if context < 1 or horizon < 1:
@@ -119,9 +127,23 @@ def build_pool(
             f"build_pool: episodes {missing[:5]} of the latent store have no rewards; "
             "reward heads need recorded rewards"
         )
+    if not 0.0 <= end_fraction < 1.0:
+        raise ValueError(f"build_pool: end_fraction must lie in [0, 1), got {end_fraction}")
     span = context + horizon
     lengths = [latent_store.episode_length(i) for i in range(len(latent_store))]
-    picks = sample_windows(lengths, list(episodes), span, windows, seed)
+    ends = [e for e in episodes if lengths[e] >= span and _ends_terminal(latent_store, e)]
+    n_end = int(round(windows * end_fraction)) if ends else 0
+    picks = sample_windows(lengths, list(episodes), span, windows - n_end, seed)
+    weights = None
+    if n_end:
+        rng = np.random.default_rng(seed + 7)
+        picks = picks + [(e, lengths[e] - span) for e in rng.choice(ends, size=n_end)]
+        # q(w) = (1 - f) / N + f [w ends an episode] / |E|; weight p / q with p = 1 / N (uniform)
+        total = sum(max(lengths[e] - span + 1, 0) for e in episodes)
+        f = n_end / windows
+        w_end = (1 / total) / ((1 - f) / total + f / len(ends))
+        weights = torch.tensor([1 / (1 - f)] * (windows - n_end) + [w_end] * n_end)
+        weights = weights / weights.mean()
     g = torch.Generator(device=device).manual_seed(seed)
     real, gen, acts, rewards, terms = [], [], [], [], []
     dynamics = dynamics.eval()
@@ -170,7 +192,13 @@ def build_pool(
         _stack(acts, join=torch.cat),
         torch.cat(rewards).float(),
         torch.cat(terms).bool(),
+        weights,
     )
+
+
+def _ends_terminal(latent_store, e: int) -> bool:
+    steps = latent_store.read_steps(e)
+    return "terminated" in steps and len(steps["terminated"]) > 0 and bool(steps["terminated"][-1])
 
 
 def fit_heads(
@@ -200,10 +228,11 @@ def fit_heads(
             part = pool.take(torch.randint(len(pool), (min(batch, len(pool)),), generator=g))
             a = map_actions(part.actions, lambda x: x.to(device))
             r, te = part.rewards.to(device), part.terminated.to(device)
-            gen = heads.loss(part.generated.to(device), a, r, te)
+            w = None if part.weights is None else part.weights.to(device)
+            gen = heads.loss(part.generated.to(device), a, r, te, weights=w)
             loss = gen["loss"]
             if real_weight > 0:
-                loss = loss + real_weight * heads.loss(part.real.to(device), a, r, te)["loss"]
+                loss = loss + real_weight * heads.loss(part.real.to(device), a, r, te, weights=w)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)

@@ -269,7 +269,8 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
     common = dict(context=int(hr.context), horizon=int(hr.horizon), actions=actions,
                   sampler_steps=int(hr.sampler_steps), progress=bool(cfg.progress))
-    pool = build_pool(dynamics, latents, train_ids, windows=int(hr.windows), seed=int(cfg.seed), **common)
+    pool = build_pool(dynamics, latents, train_ids, windows=int(hr.windows), seed=int(cfg.seed),
+                      end_fraction=float(hr.get("end_fraction", 0.0)), **common)
     val = (build_pool(dynamics, latents, val_ids, windows=int(hr.val_windows), seed=int(cfg.seed) + 1, **common)
            if val_ids else None)
     summary: dict = {"windows": len(pool), "actions": actions, **{k: hr[k] for k in hr}}
