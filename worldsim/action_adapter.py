@@ -4,7 +4,7 @@ A latent action model's codes describe a whole transition, not only the button p
 quickstart game the LAM splits RIGHT into six codes (a step with the legs striding, one with
 them closing, a push into a wall, ...), and the code a press of RIGHT produces depends on the
 frame it is pressed in. The global :class:`~worldsim.binding.ActionBinding` plays every real
-action as its single most frequent code, which agrees with the LAM on 44% of held-out
+action as its single most frequent code, which agrees with the LAM on 45% of held-out
 transitions; rolled out under those codes the dynamics' frames are barely better than under
 random codes (docs/agents.md, "The action adapter"). An imagined world driven that way is not
 the game the agent will later play.

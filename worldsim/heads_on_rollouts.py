@@ -131,18 +131,20 @@ def build_pool(
         raise ValueError(f"build_pool: end_fraction must lie in [0, 1), got {end_fraction}")
     span = context + horizon
     lengths = [latent_store.episode_length(i) for i in range(len(latent_store))]
-    ends = [e for e in episodes if lengths[e] >= span and _ends_terminal(latent_store, e)]
+    ends = ([e for e in episodes if lengths[e] >= span and _ends_terminal(latent_store, e)]
+            if end_fraction > 0 else [])
     n_end = int(round(windows * end_fraction)) if ends else 0
     picks = sample_windows(lengths, list(episodes), span, windows - n_end, seed)
     weights = None
     if n_end:
         rng = np.random.default_rng(seed + 7)
         picks = picks + [(e, lengths[e] - span) for e in rng.choice(ends, size=n_end)]
-        # q(w) = (1 - f) / N + f [w ends an episode] / |E|; weight p / q with p = 1 / N (uniform)
+        # q(w) = (1 - f) / N + f [w ends an episode] / |E|; weight p / q with p = 1 / N (uniform).
+        # The weight belongs to the window, however it was drawn (uniform picks can be end windows).
         total = sum(max(lengths[e] - span + 1, 0) for e in episodes)
-        f = n_end / windows
+        f, end_set = n_end / windows, {(e, lengths[e] - span) for e in ends}
         w_end = (1 / total) / ((1 - f) / total + f / len(ends))
-        weights = torch.tensor([1 / (1 - f)] * (windows - n_end) + [w_end] * n_end)
+        weights = torch.tensor([w_end if pick in end_set else 1 / (1 - f) for pick in picks])
         weights = weights / weights.mean()
     g = torch.Generator(device=device).manual_seed(seed)
     real, gen, acts, rewards, terms = [], [], [], [], []

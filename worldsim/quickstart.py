@@ -270,7 +270,7 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     common = dict(context=int(hr.context), horizon=int(hr.horizon), actions=actions,
                   sampler_steps=int(hr.sampler_steps), progress=bool(cfg.progress))
     pool = build_pool(dynamics, latents, train_ids, windows=int(hr.windows), seed=int(cfg.seed),
-                      end_fraction=float(hr.get("end_fraction", 0.0)), **common)
+                      end_fraction=float(hr.end_fraction), **common)
     val = (build_pool(dynamics, latents, val_ids, windows=int(hr.val_windows), seed=int(cfg.seed) + 1, **common)
            if val_ids else None)
     summary: dict = {"windows": len(pool), "actions": actions, **{k: hr[k] for k in hr}}

@@ -157,7 +157,7 @@ class Simulator:
         self.dynamics = bundle.dynamics.to(self.device, self.dtype).eval()
         self.heads = bundle.heads.to(self.device, self.dtype).eval() if bundle.heads else None
         self.lam = bundle.lam.to(self.device, self.dtype).eval() if bundle.lam else None
-        adapter = getattr(bundle, "action_adapter", None)
+        adapter = bundle.action_adapter
         self.adapter = adapter.to(self.device, self.dtype).eval() if adapter is not None else None
         self.sampler_steps, self.context_noise, self.cfg_scale = (
             sampler_steps,
