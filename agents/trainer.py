@@ -297,7 +297,8 @@ class ActorCriticTrainer:
         pending = torch.zeros(b, dtype=torch.bool, device=obs.device)
         self._episode_return = torch.zeros(b, device=obs.device)
         stats: dict[str, list] = {"episodes": [], "rollout_return": []}
-        t0 = time.perf_counter()
+        # Seconds continue across resumes: the curve's last row holds the time trained so far.
+        t0 = time.perf_counter() - (self.rows[-1]["seconds"] if self.rows else 0.0)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),

@@ -112,6 +112,8 @@ def test_imagination_training_writes_checkpoint_curve_and_resumes(bundle, tmp_pa
     train_in_imagination(bundle, out, num_envs=3, train=train5, network=net, sampler_steps=1)
     model5, ckpt5 = load_checkpoint(out / "checkpoint.pt")
     assert ckpt5["update"] == 5 and len(ckpt5["rows"]) == 5
+    seconds = [row["seconds"] for row in ckpt5["rows"]]
+    assert all(a < b for a, b in zip(seconds, seconds[1:])), seconds  # time continues across the resume
     assert any(not torch.equal(before[k], v) for k, v in model5.state_dict().items())
     assert summary["last"]["update"] == 3.0
     # A different network cannot resume from this checkpoint.

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,14 @@ def test_resume_ends_with_the_same_weights(tiny_store, tmp_path, monkeypatch):
         signal.signal(signal.SIGINT, handler)
     first_half = final_weights(split)
     assert torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
+    first_seconds = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["StepTimer"]["elapsed"]
+    assert first_seconds > 0
     monkeypatch.setattr(AutoencoderModule, "compute_loss", original)
-    run(tiny_cfg(tiny_store, split, "resume=true"))
+    t0 = time.perf_counter()
+    summary = run(tiny_cfg(tiny_store, split, "resume=true"))
+    resumed_wall = time.perf_counter() - t0
+    # train_seconds counts the interrupted part too (the timer's count is in the checkpoint).
+    assert first_seconds < summary["train_seconds"] <= first_seconds + resumed_wall
     a, b = final_weights(straight), final_weights(split)
     assert a.keys() == b.keys()
     assert any(not torch.equal(first_half[k], b[k]) for k in a)  # the resumed run trained further

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from worldsim.config import ConfigError
 from worldsim.training.base import StageModule
+from worldsim.training.callbacks import trained_seconds
 from worldsim.training.train import Stage, optim_config
 
 TRAIN_LENGTH = 2**62  # clip datasets are pure functions of the index: epochs draw fresh windows
@@ -59,7 +60,7 @@ def build_autoencoder(cfg: DictConfig, run_dir: Path) -> Stage:
         from worldsim.data.latent_store import encode_store
         from worldsim.weights import save_weights
 
-        seconds = time.perf_counter() - started
+        seconds = trained_seconds(trainer, time.perf_counter() - started)
         net = module.net.eval()
         save_weights(net, net.cfg, run_dir / "model", "autoencoder")
         summary: dict = {"train_seconds": seconds}
@@ -150,7 +151,7 @@ def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
         from worldsim.latent_action import label_store, label_transitions
         from worldsim.weights import save_weights
 
-        seconds = time.perf_counter() - started
+        seconds = trained_seconds(trainer, time.perf_counter() - started)
         net = module.net.eval()
         save_weights(net, net.cfg, run_dir / "model", "lam")
         if lam_cfg.input == "latent":
@@ -269,7 +270,7 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
         from worldsim.evaluation import heads_metrics, rollout_metrics
         from worldsim.weights import save_weights
 
-        seconds = time.perf_counter() - started
+        seconds = trained_seconds(trainer, time.perf_counter() - started)
         ema = module.ema.eval()
         save_weights(ema, dyn_cfg, run_dir / "model", "dynamics", extra={"actions": mode})
         summary: dict = {"train_seconds": seconds, "steps": int(trainer.global_step), "actions": mode}
