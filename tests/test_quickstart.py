@@ -50,8 +50,18 @@ def test_tiny_quickstart_end_to_end(tmp_path):
 
     # A second run finds every step done and changes nothing it already wrote.
     before = (out / "dynamics" / "summary.json").read_text()
+    built = (out / "bundle" / "bundle.json").stat().st_mtime_ns
     assert main(["quickstart", "experiment=tiny", f"out={out}"]) == 0
     assert (out / "dynamics" / "summary.json").read_text() == before
+    assert (out / "bundle" / "bundle.json").stat().st_mtime_ns == built
+    # A trained file newer than the bundle (e.g. an adapter fitted by a later version) rebuilds it.
+    import os
+
+    adapter_file = next((out / "lam" / "adapter").glob("*.safetensors"))
+    later = built / 1e9 + 10
+    os.utime(adapter_file, (later, later))
+    assert main(["quickstart", "experiment=tiny", f"out={out}"]) == 0
+    assert (out / "bundle" / "bundle.json").stat().st_mtime_ns > built
 
 
 def test_tiny_quickstart_on_videos_without_actions(tiny_store, tmp_path):

@@ -16,7 +16,8 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
    own rollouts of training episodes (``worldsim/heads_on_rollouts.py``) into ``<out>/heads``,
    scoring coins, losses and terminations on held-out rollouts before and after;
 6. ``bundle``: gather the networks, latent statistics, action binding, action adapter and ``bundle_contexts``
-   start contexts into ``<out>/bundle``, measure the simulator's frames/s (one world, and a
+   start contexts into ``<out>/bundle`` (rebuilt when a trained file is newer than it, so a
+   resumed run that refitted a part ships it), measure the simulator's frames/s (one world, and a
    batch of 64), and write ``<out>/rollout.mp4`` (four generated worlds);
 
 Figures go to ``<out>/metrics.json``, rewritten atomically after each step. ``until=STEP``
@@ -188,7 +189,10 @@ def run(cfg: DictConfig) -> dict:
     # 6. bundle, speed, rollout video ------------------------------------------------------------
     console.rule("[bold]6. bundle")
     bundle_dir = out / "bundle"
-    if not (bundle_dir / "bundle.json").exists():
+    newer = stale_input(out, bundle_dir)
+    if newer is not None:
+        if (bundle_dir / "bundle.json").exists():
+            console.print(f"bundle: {newer} is newer than the bundle, rebuilding it")
         make_bundle(out, bundle_dir, store_dir, latents, seed=int(cfg.seed), game=cfg.env.id,
                     num_contexts=int(cfg.bundle_contexts))
     console.print(f"bundle: {bundle_dir}")
@@ -312,6 +316,25 @@ def _load(directory: Path, name: str):
         "action_adapter": lambda c: ActionAdapter(ActionAdapterConfig(**c)),
     }[name]
     return load_into(build(read_meta(directory, name)["config"]), directory, name).eval()
+
+
+BUNDLE_INPUTS = ("autoencoder/model", "lam/model", "lam/summary.json", "lam/adapter", "dynamics/model", "heads/model")
+
+
+def stale_input(out: Path, bundle_dir: Path) -> Path | None:
+    """The first of a quickstart run's trained files newer than its bundle (``bundle_dir`` itself
+    when there is no bundle yet), or ``None`` when the bundle is up to date: a resumed run whose
+    steps wrote something new (a refitted head, a newly fitted adapter) rebuilds its bundle."""
+    made = bundle_dir / "bundle.json"
+    if not made.exists():
+        return bundle_dir
+    built = made.stat().st_mtime
+    for name in BUNDLE_INPUTS:
+        path = out / name
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file() and f.stat().st_mtime > built:
+                return f
+    return None
 
 
 def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path, *, seed: int,
