@@ -67,6 +67,7 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
             context_noise=float(a.context_noise),
             max_episode_steps=a.max_episode_steps,
             termination=str(a.termination),
+            termination_scale=float(a.termination_scale),
             device=cfg.device,
             resume=bool(cfg.resume),
         )

@@ -46,6 +46,7 @@ class ImaginationSource:
         context_noise: float = 0.1,
         max_episode_steps: int | None = None,
         termination: str = "sample",
+        termination_scale: float = 1.0,
         device: str = "cpu",
     ) -> None:
         if obs_type not in OBS_TYPES:
@@ -59,6 +60,7 @@ class ImaginationSource:
             context_noise=context_noise,
             max_episode_steps=max_episode_steps,
             termination=termination,
+            termination_scale=termination_scale,
             device=device,
             return_torch=True,
         )
@@ -100,6 +102,7 @@ def train_in_imagination(
     context_noise: float = 0.1,
     max_episode_steps: int | None = None,
     termination: str = "sample",
+    termination_scale: float = 1.0,
     device: str = "cpu",
     resume: bool = True,
 ) -> dict[str, Any]:
@@ -118,6 +121,7 @@ def train_in_imagination(
         context_noise=context_noise,
         max_episode_steps=max_episode_steps,
         termination=termination,
+        termination_scale=termination_scale,
         device=device,
     )
     model = ActorCritic(
@@ -130,6 +134,7 @@ def train_in_imagination(
         "action_type": action_type,
         "num_envs": num_envs,
         "termination": termination,
+        "termination_scale": termination_scale,
         "game": source.env.sim.bundle.meta.get("game"),
     }
     trainer = ActorCriticTrainer(model, source, train, out_dir, meta=meta, resume=resume)

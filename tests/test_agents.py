@@ -98,7 +98,7 @@ def test_imagination_training_writes_checkpoint_curve_and_resumes(bundle, tmp_pa
     net = {"channels": (8,), "hidden": 16}
     out = tmp_path / "agent"
     summary = train_in_imagination(
-        bundle, out, num_envs=3, train=train, network=net, sampler_steps=1
+        bundle, out, num_envs=3, train=train, network=net, sampler_steps=1, termination_scale=1.5
     )
     assert (out / "checkpoint.pt").is_file() and (out / "curve.png").is_file()
     rows = list(csv.DictReader(open(out / "curve.csv")))
@@ -106,6 +106,7 @@ def test_imagination_training_writes_checkpoint_curve_and_resumes(bundle, tmp_pa
     assert float(rows[0]["env_steps"]) == 3 * 4
     model, ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["update"] == 3 and ckpt["meta"]["obs_type"] == "latents"
+    assert ckpt["meta"]["termination_scale"] == 1.5
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # Resume to 5 updates: continues from 3, keeps the earlier rows.
     train5 = TrainConfig(updates=5, horizon=4, log_every=1, ckpt_every=2, progress=False, seed=1)

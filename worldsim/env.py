@@ -103,7 +103,7 @@ class WorldModelEnv(gym.Env):
     ## Episode End
 
     Terminated when the termination head's probability exceeds 0.5 (``termination="sample"``:
-    drawn from that probability); truncated after
+    drawn from that probability; ``termination_scale`` multiplies it first); truncated after
     ``max_episode_steps`` steps (if set; ``gymnasium.make(..., max_episode_steps=N)`` adds a
     ``TimeLimit`` instead).
 
@@ -111,7 +111,7 @@ class WorldModelEnv(gym.Env):
 
     ``bundle`` (path or loaded ``Bundle``), ``obs_type``, ``action_type``, ``max_episode_steps``,
     ``sampler_steps`` (Euler steps per frame), ``context_noise``, ``cfg_scale``, ``termination``
-    (``threshold`` | ``sample``), ``device``,
+    (``threshold`` | ``sample``), ``termination_scale``, ``device``,
     ``render_mode`` (``rgb_array`` or ``human``: a pygame window), ``render_scale`` (human).
     ``reset(options={"context": ...})`` takes any context ``Simulator.reset`` accepts.
     ``info["uncertainty"]``: the Simulator's per-step uncertainty figure.
@@ -134,6 +134,7 @@ class WorldModelEnv(gym.Env):
         context_noise: float = 0.1,
         cfg_scale: float = 1.0,
         termination: str = "threshold",
+        termination_scale: float = 1.0,
         device: str = "cpu",
         render_mode: str | None = None,
         render_scale: int = 8,
@@ -152,6 +153,7 @@ class WorldModelEnv(gym.Env):
             context_noise=context_noise,
             cfg_scale=cfg_scale,
             termination=termination,
+            termination_scale=termination_scale,
         )
         self.obs_type, self.action_type = obs_type, action_type
         self.max_episode_steps = max_episode_steps
@@ -256,6 +258,7 @@ class WorldModelVectorEnv(VectorEnv):
         context_noise: float = 0.1,
         cfg_scale: float = 1.0,
         termination: str = "threshold",
+        termination_scale: float = 1.0,
         device: str = "cpu",
         render_mode: str | None = None,
         return_torch: bool = False,
@@ -276,6 +279,7 @@ class WorldModelVectorEnv(VectorEnv):
             context_noise=context_noise,
             cfg_scale=cfg_scale,
             termination=termination,
+            termination_scale=termination_scale,
         )
         self.num_envs, self.obs_type, self.action_type = num_envs, obs_type, action_type
         self.max_episode_steps, self.render_mode, self.return_torch = (

@@ -39,6 +39,8 @@ Implementation details:
    probability exceeds 0.5; ``"sample"`` draws the end from that probability (Bernoulli, the
    Simulator's generator). A head that gives a real death p = 0.3 never ends a thresholded world
    there, while a sampled world ends 30% of the time: agents learn to fear it (docs/agents.md).
+   ``termination_scale=k`` multiplies the probability first (capped at 1): pessimism about
+   endings, for a model that draws fewer of them than the game has (default 1: the heads' own).
 8. **Precision.** ``dtype`` casts the networks and the cache (e.g. ``torch.bfloat16``);
    ``autocast=True`` runs the networks under bf16 autocast on CUDA (ignored on CPU).
 
@@ -48,6 +50,7 @@ einops legend: b worlds, k context frames, c latent channels, h w latent grid, H
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -117,6 +120,7 @@ class Simulator:
         action_type: what ``step`` takes: ``latent`` codes or the game's ``real`` actions.
         autocast: bf16 autocast on CUDA. history: snapshots kept for ``rewind``.
         termination: ``threshold`` (probability > 0.5) or ``sample`` (Bernoulli draw).
+        termination_scale: factor on the termination probability before either (item 7).
         seed: seed of the Simulator's torch generator (``reset(generator=...)`` replaces it).
     """
 
@@ -136,10 +140,15 @@ class Simulator:
         history: int = 0,
         seed: int | None = None,
         termination: str = "threshold",
+        termination_scale: float = 1.0,
     ) -> None:
         if termination not in TERMINATIONS:
             raise ValueError(
                 f"Simulator: termination must be one of {TERMINATIONS}, got {termination!r}"
+            )
+        if not (math.isfinite(termination_scale) and termination_scale > 0):
+            raise ValueError(
+                f"Simulator: termination_scale must be a finite number > 0, got {termination_scale!r}"
             )
         if action_type not in ACTION_TYPES:
             raise ValueError(
@@ -166,7 +175,7 @@ class Simulator:
         )
         self.window = window or self.dynamics.cfg.context_window
         self.action_type = action_type
-        self.termination = termination
+        self.termination, self.termination_scale = termination, float(termination_scale)
         self.autocast = autocast
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
@@ -537,6 +546,8 @@ class Simulator:
                 out = self.heads.predict(z_prev, z, a)
                 reward = out["reward"].float()
                 p = out["termination_prob"]
+                if self.termination_scale != 1.0:
+                    p = (p * self.termination_scale).clamp(max=1.0)
                 if self.termination == "sample":
                     draw = torch.rand(p.shape, generator=self.generator, device=self.device)
                     terminated = draw < p.float()
