@@ -85,32 +85,26 @@ class StepTimer(L.Callback):
     def __init__(self) -> None:
         self.start: float | None = None
         self.before = 0.0  # seconds trained by the runs this one resumed from
-        self.elapsed = 0.0
 
     @property
     def total(self) -> float:
         """Seconds trained so far, across resumes."""
-        if self.start is None:
-            return self.elapsed
-        return self.before + time.perf_counter() - self.start
+        return self.before + (0.0 if self.start is None else time.perf_counter() - self.start)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.elapsed = self.total
-        pl_module.log("train/seconds", self.elapsed, on_step=True, on_epoch=False)
+        pl_module.log("train/seconds", self.total, on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict[str, float]:
         return {"elapsed": self.total}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
-        self.before = self.elapsed = float(state_dict.get("elapsed", 0.0))
+        self.before = float(state_dict.get("elapsed", 0.0))
 
 
-def trained_seconds(trainer: L.Trainer, fallback: float) -> float:
-    """The trainer's ``StepTimer.total`` (training time across resumes), else ``fallback``."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, StepTimer):
-            return callback.total
-    return fallback
+def trained_seconds(trainer: L.Trainer) -> float:
+    """Training time across resumes: the ``StepTimer`` every stage's trainer carries
+    (``train.make_trainer``)."""
+    return next(c for c in trainer.callbacks if isinstance(c, StepTimer)).total

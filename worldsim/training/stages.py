@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import time
 from pathlib import Path
 
 import lightning as L
@@ -54,13 +53,12 @@ def build_autoencoder(cfg: DictConfig, run_dir: Path) -> Stage:
     train_set = ClipDataset(store, clip, seed=int(cfg.data.seed), length=TRAIN_LENGTH, episodes=train_ids, **common)
     val_set = ClipDataset(store, clip, seed=int(cfg.data.seed) + 1, length=int(cfg.data.val_clips), episodes=val_ids, **common) if val_ids else None
     module = AutoencoderModule(Autoencoder(ae_cfg), optim_config(cfg.trainer))
-    started = time.perf_counter()
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
         from worldsim.data.latent_store import encode_store
         from worldsim.weights import save_weights
 
-        seconds = trained_seconds(trainer, time.perf_counter() - started)
+        seconds = trained_seconds(trainer)
         net = module.net.eval()
         save_weights(net, net.cfg, run_dir / "model", "autoencoder")
         summary: dict = {"train_seconds": seconds}
@@ -145,13 +143,12 @@ def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
     train_set = make(train_ids, seed, TRAIN_LENGTH)
     val_set = make(val_ids, seed + 1, int(cfg.data.val_clips)) if val_ids else None
     module = LatentActionModule(LatentActionModel(lam_cfg), optim_config(cfg.trainer))
-    started = time.perf_counter()
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
         from worldsim.latent_action import label_store, label_transitions
         from worldsim.weights import save_weights
 
-        seconds = trained_seconds(trainer, time.perf_counter() - started)
+        seconds = trained_seconds(trainer)
         net = module.net.eval()
         save_weights(net, net.cfg, run_dir / "model", "lam")
         if lam_cfg.input == "latent":
@@ -263,14 +260,13 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
     module = DynamicsModule(net, optim_config(cfg.trainer), actions=mode, heads=heads, decoder=ae,
                             latent_mean=latents.mean, latent_std=latents.std, ema_decay=float(cfg.ema_decay),
                             sample_steps=int(cfg.sampler_steps))
-    started = time.perf_counter()
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
         from worldsim.data import EpisodeStore
         from worldsim.evaluation import heads_metrics, rollout_metrics
         from worldsim.weights import save_weights
 
-        seconds = trained_seconds(trainer, time.perf_counter() - started)
+        seconds = trained_seconds(trainer)
         ema = module.ema.eval()
         save_weights(ema, dyn_cfg, run_dir / "model", "dynamics", extra={"actions": mode})
         summary: dict = {"train_seconds": seconds, "steps": int(trainer.global_step), "actions": mode}
