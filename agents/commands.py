@@ -6,6 +6,8 @@ never imports ``agents``. Each takes the composed config of ``configs/<name>.yam
 - ``worldsim agent mode=train bundle=PATH``: imagination training (:mod:`agents.imagination`);
 - ``worldsim agent mode=eval bundle=PATH checkpoint=FILE``: real-game evaluation against a
   random policy and a real-game-trained agent (:mod:`agents.evaluate`);
+- ``worldsim agent mode=rank bundle=PATH rank.policies=[CHECKPOINT,...]``: the imagined
+  return each policy (and random) earns in the bundle's worlds (:mod:`agents.rank`);
 - ``worldsim plan bundle=PATH planner=cem|mppi objective=goal|reward``: planners in the real game
   (:mod:`agents.plan_eval`).
 """
@@ -17,17 +19,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from agents.trainer import TrainConfig
 from worldsim.config import ConfigError, require
 
-AGENT_MODES = ("train", "eval")
+AGENT_MODES = ("train", "eval", "rank")
 PLAN_MODES = ("eval",)
 
 
 def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
 
 
 def _bundle(cfg: DictConfig) -> Path:
@@ -45,7 +49,8 @@ def _train_config(node: DictConfig) -> TrainConfig:
 
 
 def agent(cfg: DictConfig) -> dict[str, Any]:
-    """Train (``mode=train``) or evaluate (``mode=eval``) an actor-critic; returns the summary."""
+    """Train (``mode=train``), evaluate (``mode=eval``) or rank by imagined return
+    (``mode=rank``) actor-critics; returns the summary."""
     mode = cfg.mode
     if mode not in AGENT_MODES:
         raise ConfigError(f"mode={mode!r}: worldsim agent modes are {list(AGENT_MODES)}")
@@ -68,11 +73,14 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
             max_episode_steps=a.max_episode_steps,
             termination=str(a.termination),
             termination_scale=float(a.termination_scale),
+            precision=str(a.precision),
             device=cfg.device,
             resume=bool(cfg.resume),
         )
         print(json.dumps(summary, indent=2))
         return summary
+    if mode == "rank":
+        return _rank(cfg, bundle, out)
     from agents.evaluate import compare_in_real_game
 
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else out / "checkpoint.pt"
@@ -93,6 +101,39 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
         progress=bool(a.train.progress),
     )
     print(json.dumps({k: v for k, v in results.items() if k.endswith("_return")}, indent=2))
+    return results
+
+
+def _rank(cfg: DictConfig, bundle: Path, out: Path) -> dict[str, Any]:
+    from agents.rank import imagined_returns, write_rank
+
+    a, r = cfg.agent, cfg.rank
+    policies = _container(r.policies) or []
+    if not isinstance(policies, list):
+        raise ConfigError(f"rank.policies must be a list of agent checkpoints, got {policies!r}")
+    for path in policies:
+        if not Path(str(path)).exists():
+            raise ConfigError(f"rank.policies: {path}: no such checkpoint file or run directory")
+    results = imagined_returns(
+        bundle,
+        {str(p): str(p) for p in policies},  # labelled by their paths
+        obs_type=a.obs_type,
+        action_type=a.action_type,
+        num_envs=int(r.num_envs),
+        rollouts=int(r.rollouts),
+        horizon=int(r.horizon),
+        seed=int(r.seed),
+        greedy=bool(r.greedy),
+        sampler_steps=int(a.sampler_steps),
+        context_noise=float(a.context_noise),
+        termination=str(a.termination),
+        termination_scale=float(a.termination_scale),
+        precision=str(a.precision),
+        device=cfg.device,
+    )
+    write_rank(results, out)
+    brief = {k: (v["return"]["mean"], v["name"]) for k, v in results["policies"].items()}
+    print(json.dumps(brief, indent=2))
     return results
 
 

@@ -47,6 +47,7 @@ class ImaginationSource:
         max_episode_steps: int | None = None,
         termination: str = "sample",
         termination_scale: float = 1.0,
+        precision: str = "float32",
         device: str = "cpu",
     ) -> None:
         if obs_type not in OBS_TYPES:
@@ -61,6 +62,7 @@ class ImaginationSource:
             max_episode_steps=max_episode_steps,
             termination=termination,
             termination_scale=termination_scale,
+            precision=precision,
             device=device,
             return_torch=True,
         )
@@ -103,6 +105,7 @@ def train_in_imagination(
     max_episode_steps: int | None = None,
     termination: str = "sample",
     termination_scale: float = 1.0,
+    precision: str = "float32",
     device: str = "cpu",
     resume: bool = True,
 ) -> dict[str, Any]:
@@ -122,6 +125,7 @@ def train_in_imagination(
         max_episode_steps=max_episode_steps,
         termination=termination,
         termination_scale=termination_scale,
+        precision=precision,
         device=device,
     )
     model = ActorCritic(
@@ -135,6 +139,7 @@ def train_in_imagination(
         "num_envs": num_envs,
         "termination": termination,
         "termination_scale": termination_scale,
+        "precision": precision,
         "game": source.env.sim.bundle.meta.get("game"),
     }
     trainer = ActorCriticTrainer(model, source, train, out_dir, meta=meta, resume=resume)

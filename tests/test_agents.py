@@ -4,6 +4,7 @@ evaluation through the action binding, on tiny untrained bundles."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -98,7 +99,14 @@ def test_imagination_training_writes_checkpoint_curve_and_resumes(bundle, tmp_pa
     net = {"channels": (8,), "hidden": 16}
     out = tmp_path / "agent"
     summary = train_in_imagination(
-        bundle, out, num_envs=3, train=train, network=net, sampler_steps=1, termination_scale=1.5
+        bundle,
+        out,
+        num_envs=3,
+        train=train,
+        network=net,
+        sampler_steps=1,
+        termination_scale=1.5,
+        precision="bfloat16",
     )
     assert (out / "checkpoint.pt").is_file() and (out / "curve.png").is_file()
     rows = list(csv.DictReader(open(out / "curve.csv")))
@@ -106,7 +114,8 @@ def test_imagination_training_writes_checkpoint_curve_and_resumes(bundle, tmp_pa
     assert float(rows[0]["env_steps"]) == 3 * 4
     model, ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["update"] == 3 and ckpt["meta"]["obs_type"] == "latents"
-    assert ckpt["meta"]["termination_scale"] == 1.5
+    assert ckpt["meta"]["termination_scale"] == 1.5 and ckpt["meta"]["precision"] == "bfloat16"
+    assert next(model.parameters()).dtype == torch.float32  # only the world model runs in bf16
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # Resume to 5 updates: continues from 3, keeps the earlier rows.
     train5 = TrainConfig(updates=5, horizon=4, log_every=1, ckpt_every=2, progress=False, seed=1)
@@ -202,3 +211,72 @@ def test_compare_in_real_game_trains_the_real_baseline(bundle, tmp_path, action_
     assert (tmp_path / "eval" / "eval.json").is_file() and (
         tmp_path / "eval" / "curves.png"
     ).is_file()
+
+
+def test_rank_counts_imagined_rewards_up_to_the_first_ending(bundle, tmp_path):
+    from agents.rank import imagined_returns, write_rank
+
+    net = {"channels": (8,), "hidden": 16}
+    train = TrainConfig(updates=1, horizon=2, log_every=1, ckpt_every=1, progress=False)
+    train_in_imagination(bundle, tmp_path / "a", num_envs=2, train=train, network=net, sampler_steps=1)
+    loaded = load_bundle(bundle)
+    heads = loaded.heads
+    k = heads.cfg.reward_bins // 2 + 4  # a bin above 0: every transition pays symexp(bins[k])
+    with torch.no_grad():
+        heads.reward_out.weight.zero_()
+        heads.reward_out.bias.fill_(-30.0)
+        heads.reward_out.bias[k] = 30.0
+        z = torch.zeros(1, heads.cfg.latent_channels, heads.cfg.latent_height, heads.cfg.latent_width)
+        paid = float(heads.predict(z, z, torch.zeros(1, dtype=torch.long))["reward"][0])
+    assert paid > 0.1
+    runs = {"a": tmp_path / "a", "a_again": tmp_path / "a" / "checkpoint.pt"}
+    common = dict(action_type="latent", num_envs=4, rollouts=2, horizon=3, sampler_steps=1)
+    for bias, steps, endings in ((-30.0, 3, 0.0), (30.0, 1, 1.0)):  # never / always ends
+        with torch.no_grad():
+            heads.termination_out.weight.zero_()
+            heads.termination_out.bias.fill_(bias)
+        res = imagined_returns(loaded, runs, **common)
+        for label in ("random", "a", "a_again"):
+            got = res["policies"][label]
+            assert got["return"]["mean"] == pytest.approx(steps * paid, rel=1e-4), (label, bias)
+            assert got["positive"] == pytest.approx(steps * paid, rel=1e-4) and got["negative"] == 0
+            assert got["endings"] == endings
+    # same checkpoint, same seeds: the same actions in the same worlds
+    assert res["policies"]["a"] == {**res["policies"]["a_again"], "checkpoint": str(runs["a"])}
+    assert res["policies"]["a"]["name"] == "imagination" and res["policies"]["a"]["update"] == 1
+    write_rank(res, tmp_path / "rank")
+    assert (tmp_path / "rank" / "rank.json").is_file() and (tmp_path / "rank" / "rank.png").is_file()
+    pix = TrainConfig(updates=1, horizon=2, log_every=1, ckpt_every=1, progress=False)
+    train_in_imagination(bundle, tmp_path / "p", num_envs=2, obs_type="pixels", train=pix, network=net, sampler_steps=1)
+    with pytest.raises(ValueError, match="the agent sees pixels"):
+        imagined_returns(loaded, {"p": tmp_path / "p"}, **common)
+    with pytest.raises(ValueError, match="reserved"):
+        imagined_returns(loaded, {"random": tmp_path / "a"}, **common)
+
+
+def test_agent_rank_command_writes_json_and_plot(bundle, tmp_path):
+    from agents.commands import agent
+    from worldsim.config import ConfigError, compose
+
+    net = {"channels": (8,), "hidden": 16}
+    train = TrainConfig(updates=1, horizon=2, log_every=1, ckpt_every=1, progress=False)
+    train_in_imagination(bundle, tmp_path / "a", num_envs=2, train=train, network=net, sampler_steps=1)
+    base = [
+        "mode=rank",
+        f"bundle={bundle}",
+        f"out={tmp_path / 'rank'}",
+        "agent.action_type=latent",
+        "agent.sampler_steps=1",
+        "rank.num_envs=2",
+        "rank.rollouts=2",
+        "rank.horizon=2",
+    ]
+    mine = str(tmp_path / "a")
+    res = agent(compose("agent", [*base, f"rank.policies=['{mine}']"]))
+    assert set(res["policies"]) == {"random", mine} and res["policies"][mine]["update"] == 1
+    assert res["policies"][mine]["return"]["n"] == 2
+    saved = json.loads((tmp_path / "rank" / "rank.json").read_text())
+    assert saved["policies"][mine]["return"] == res["policies"][mine]["return"]
+    assert (tmp_path / "rank" / "rank.png").is_file()
+    with pytest.raises(ConfigError, match="nothing: no such checkpoint"):
+        agent(compose("agent", [*base, f"rank.policies=['{tmp_path / 'nothing'}']"]))

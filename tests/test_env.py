@@ -174,6 +174,22 @@ def test_make_from_a_fresh_process(bundle_dir):
     assert "(32, 32, 3) (2, 32, 32, 3)" in out.stdout
 
 
+def test_envs_run_the_world_model_in_the_requested_precision(lively):
+    ref = WorldModelVectorEnv(4, lively, obs_type="latents", return_torch=True)
+    half = WorldModelVectorEnv(4, lively, obs_type="latents", precision="bfloat16", return_torch=True)
+    assert next(half.sim.dynamics.parameters()).dtype == torch.bfloat16
+    assert next(ref.sim.dynamics.parameters()).dtype == torch.float32
+    obs_ref, obs_half = ref.reset(seed=3)[0], half.reset(seed=3)[0]
+    # the agent still sees float32 observations; the same start context encodes to nearly the
+    # same latents (bf16 keeps ~3 significant digits)
+    assert obs_half.dtype == torch.float32 and obs_half.shape == obs_ref.shape
+    assert torch.allclose(obs_half, obs_ref, atol=0.1 * obs_ref.abs().max().item())
+    obs, reward, term, trunc, _ = half.step(np.zeros(4, dtype=np.int64))
+    assert obs.dtype == torch.float32 and torch.isfinite(obs).all() and reward.shape == (4,)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        WorldModelEnv(lively, precision="fp8")
+
+
 def test_envs_pass_the_termination_mode_to_the_simulator(lively):
     saved = {k: v.clone() for k, v in lively.heads.termination_out.state_dict().items()}
     try:  # p = sigmoid(0) = 0.5 everywhere: a threshold (p > 0.5) never ends, a draw often does

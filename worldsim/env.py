@@ -32,6 +32,7 @@ from worldsim.simulator import Simulator
 ENV_ID = "worldsim/WorldModel-v0"
 OBS_TYPES = ("pixels", "latents")
 ACTION_TYPES = ("latent", "real")
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _make_simulator(
@@ -43,6 +44,10 @@ def _make_simulator(
         raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
     if bundle is None:
         raise ValueError(f"{ENV_ID} needs bundle=PATH (a directory written by worldsim.bundle)")
+    precision = options.pop("precision", "float32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    options["dtype"] = PRECISIONS[precision]
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     return Simulator(loaded, batch=batch, action_type=action_type, **options)
 
@@ -111,7 +116,9 @@ class WorldModelEnv(gym.Env):
 
     ``bundle`` (path or loaded ``Bundle``), ``obs_type``, ``action_type``, ``max_episode_steps``,
     ``sampler_steps`` (Euler steps per frame), ``context_noise``, ``cfg_scale``, ``termination``
-    (``threshold`` | ``sample``), ``termination_scale``, ``device``,
+    (``threshold`` | ``sample``), ``termination_scale``, ``precision`` (``float32`` |
+    ``bfloat16`` | ``float16``: the networks and cache; bf16 about halves a CPU step on CPUs
+    with bf16 instructions), ``device``,
     ``render_mode`` (``rgb_array`` or ``human``: a pygame window), ``render_scale`` (human).
     ``reset(options={"context": ...})`` takes any context ``Simulator.reset`` accepts.
     ``info["uncertainty"]``: the Simulator's per-step uncertainty figure.
@@ -135,6 +142,7 @@ class WorldModelEnv(gym.Env):
         cfg_scale: float = 1.0,
         termination: str = "threshold",
         termination_scale: float = 1.0,
+        precision: str = "float32",
         device: str = "cpu",
         render_mode: str | None = None,
         render_scale: int = 8,
@@ -154,6 +162,7 @@ class WorldModelEnv(gym.Env):
             cfg_scale=cfg_scale,
             termination=termination,
             termination_scale=termination_scale,
+            precision=precision,
         )
         self.obs_type, self.action_type = obs_type, action_type
         self.max_episode_steps = max_episode_steps
@@ -259,6 +268,7 @@ class WorldModelVectorEnv(VectorEnv):
         cfg_scale: float = 1.0,
         termination: str = "threshold",
         termination_scale: float = 1.0,
+        precision: str = "float32",
         device: str = "cpu",
         render_mode: str | None = None,
         return_torch: bool = False,
@@ -280,6 +290,7 @@ class WorldModelVectorEnv(VectorEnv):
             cfg_scale=cfg_scale,
             termination=termination,
             termination_scale=termination_scale,
+            precision=precision,
         )
         self.num_envs, self.obs_type, self.action_type = num_envs, obs_type, action_type
         self.max_episode_steps, self.render_mode, self.return_torch = (

@@ -1,0 +1,187 @@
+"""Imagined return by policy: what a world model pays each policy, before any real game is run.
+
+An imagination agent can only be as good as the model's ranking of policies: if the model pays
+a random policy as much as a good one, no optimiser inside it can find the good one. This ranks
+any set of agent checkpoints (and a uniformly random policy) by the return they earn in the same
+imagined worlds:
+
+1. ``rollouts`` batches of ``num_envs`` worlds, each batch reset from the same seeded real start
+   contexts for every policy (common random starts, so the policies differ only by their
+   actions and the model's own draws);
+2. each world runs ``horizon`` steps and counts its rewards up to its first ending (terminated
+   or truncated), like one imagined rollout of ``worldsim agent mode=train``;
+3. per policy: the return per world (mean, and std over the batches), its positive and negative
+   parts, and the endings per world. A policy the model favours over random but which loses
+   in the real game points at the model; one the model pays less than another policy it could
+   have learned points at the optimiser (docs/agents.md).
+
+Checkpoints carry their ``meta`` (name, training update, the bundle they trained on) into the
+results, so a wrong file shows up as such.
+
+einops legend: b worlds, t steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.evaluate import AgentPolicy, RandomPolicy, summarize
+from agents.imagination import ImaginationSource
+from agents.trainer import load_checkpoint
+from worldsim.bundle import Bundle
+
+RANDOM = "random"
+
+
+def _load_policies(
+    checkpoints: dict[str, str | os.PathLike], source: ImaginationSource, seed: int, greedy: bool
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    policies: dict[str, Any] = {RANDOM: RandomPolicy(source.num_actions, seed=seed)}
+    info: dict[str, dict[str, Any]] = {RANDOM: {"name": RANDOM}}
+    for label, path in checkpoints.items():
+        if label == RANDOM:
+            raise ValueError(f"policy label {RANDOM!r} is reserved for the random policy")
+        model, ckpt = load_checkpoint(path)
+        cfg, meta = model.cfg, ckpt.get("meta", {})
+        env = source.env
+        if tuple(cfg.obs_shape) != tuple(source.obs_shape) or cfg.obs_type != env.obs_type:
+            raise ValueError(
+                f"{path}: the agent sees {cfg.obs_type} {tuple(cfg.obs_shape)}, these imagined "
+                f"worlds give {env.obs_type} {tuple(source.obs_shape)}"
+            )
+        if cfg.num_actions != source.num_actions:
+            raise ValueError(
+                f"{path}: the agent has {cfg.num_actions} actions, these imagined worlds take "
+                f"{source.num_actions} ({env.action_type} actions)"
+            )
+        policies[label] = AgentPolicy(model, greedy=greedy, seed=seed)
+        info[label] = {
+            "checkpoint": str(path),
+            "name": meta.get("name"),
+            "update": ckpt.get("update"),
+            "trained_on": meta.get("bundle"),
+        }
+    return policies, info
+
+
+@torch.no_grad()
+def imagined_returns(
+    bundle: str | os.PathLike | Bundle,
+    checkpoints: dict[str, str | os.PathLike],
+    *,
+    obs_type: str = "latents",
+    action_type: str = "real",
+    num_envs: int = 32,
+    rollouts: int = 2,
+    horizon: int = 15,
+    seed: int = 0,
+    greedy: bool = False,
+    sampler_steps: int = 4,
+    context_noise: float = 0.1,
+    termination: str = "sample",
+    termination_scale: float = 1.0,
+    precision: str = "float32",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Imagined return per world of a random policy and each checkpoint (module docstring).
+
+    ``checkpoints`` maps a label to an agent checkpoint (file or run directory). Returns
+    ``{"policies": {label: {return, positive, negative, endings, checkpoint info}}, "setup": ...}``;
+    ``return`` is :func:`agents.evaluate.summarize` over the ``rollouts`` batch means.
+    """
+    if rollouts < 1 or horizon < 1:
+        raise ValueError(f"rollouts and horizon must be >= 1, got {rollouts}, {horizon}")
+    source = ImaginationSource(
+        bundle,
+        num_envs,
+        obs_type=obs_type,
+        action_type=action_type,
+        sampler_steps=sampler_steps,
+        context_noise=context_noise,
+        termination=termination,
+        termination_scale=termination_scale,
+        precision=precision,
+        device=device,
+    )
+    try:
+        policies, info = _load_policies(checkpoints, source, seed, greedy)
+        results: dict[str, Any] = {}
+        for label, policy in policies.items():
+            totals: dict[str, list[float]] = {"return": [], "positive": [], "negative": []}
+            endings = 0.0
+            torch.manual_seed(seed)  # the model's own draws start alike for every policy
+            source.env.sim.generator.manual_seed(seed)
+            for r in range(rollouts):
+                obs = source.reset(seed=seed + r)
+                alive = torch.ones(num_envs, dtype=torch.bool, device=obs.device)
+                rewards = []  # t x [b]
+                for _ in range(horizon):
+                    obs, reward, terminated, truncated = source.step(policy(obs).to(obs.device))
+                    rewards.append(reward * alive)
+                    endings += float((terminated & alive).sum())
+                    alive &= ~(terminated | truncated)
+                rew = torch.stack(rewards).cpu()  # [t, b]
+                totals["return"].append(float(rew.sum(0).mean()))
+                totals["positive"].append(float(rew.clamp(min=0).sum(0).mean()))
+                totals["negative"].append(float(rew.clamp(max=0).sum(0).mean()))
+            results[label] = {
+                "return": summarize(totals["return"]),
+                "positive": float(np.mean(totals["positive"])),
+                "negative": float(np.mean(totals["negative"])),
+                "endings": endings / (rollouts * num_envs),
+                **info[label],
+            }
+    finally:
+        source.close()
+    setup = {
+        "bundle": str(Path(bundle).resolve()) if isinstance(bundle, (str, os.PathLike)) else None,
+        "num_envs": num_envs,
+        "rollouts": rollouts,
+        "horizon": horizon,
+        "seed": seed,
+        "greedy": greedy,
+        "sampler_steps": sampler_steps,
+        "termination": termination,
+        "termination_scale": termination_scale,
+        "precision": precision,
+    }
+    return {"policies": results, "setup": setup}
+
+
+def write_rank(results: dict[str, Any], out_dir: str | os.PathLike) -> Path:
+    """``rank.json`` (atomically) and ``rank.png`` (a bar per policy, std over batches)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rank.json"
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
+    labels = list(results["policies"])
+    means = [results["policies"][k]["return"]["mean"] for k in labels]
+    stds = [results["policies"][k]["return"]["std"] for k in labels]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(labels), 3.5))
+    ax.bar(labels, means, yerr=stds, capsize=4, color="tab:blue")
+    ax.axhline(0, color="black", linewidth=0.8)
+    s = results["setup"]
+    ax.set_ylabel(f"imagined return per world ({s['horizon']} steps)")
+    name = Path(s["bundle"]).name if s["bundle"] else "bundle"
+    ax.set_title(f"{name}: {s['rollouts']} x {s['num_envs']} worlds", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(out / "rank.png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["RANDOM", "imagined_returns", "write_rank"]
