@@ -55,10 +55,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,9 +65,10 @@ from torch import nn
 
 from worldsim.bundle import Bundle
 from worldsim.data.clips import resize_frames
-from worldsim.data.episode import Episode, frames_to_tensor
+from worldsim.data.episode import frames_to_tensor
 from worldsim.flow import sample_next
 from worldsim.nn.attention import KVCache
+from worldsim.start_context import start_context
 
 ACTION_TYPES = ("latent", "real")
 TERMINATIONS = ("threshold", "sample")
@@ -356,64 +355,6 @@ class Simulator:
         return codes if source == "latent" else (codes, self._one_hot(acts))
 
     # ------------------------------------------------------------------ contexts
-    def _as_context(self, context: Any, m: int) -> tuple[torch.Tensor, Any, str | None]:
-        """Any accepted context -> uint8 frames ``[m, k, H, W, 3]``, its actions, their kind
-        (``"model"`` for the dynamics' own form, ``"real"``, or ``None`` when unknown)."""
-        contexts = self.bundle.contexts
-        if (
-            context is None
-            or isinstance(context, (int, np.integer))
-            or (
-                isinstance(context, (list, np.ndarray, torch.Tensor))
-                and np.asarray(context).dtype.kind in "iu"
-                and np.asarray(context).ndim == 1
-                and not (isinstance(context, np.ndarray) and context.dtype == np.uint8)
-            )
-        ):
-            if context is None:
-                idx = torch.randint(
-                    len(contexts), (m,), generator=self.generator, device=self.device
-                )
-                idx = idx.cpu().numpy()
-            else:
-                idx = np.broadcast_to(np.asarray(context, dtype=np.int64), (m,))
-            if idx.min() < 0 or idx.max() >= len(contexts):
-                raise ValueError(
-                    f"context index must lie in [0, {len(contexts)}), got {idx.tolist()}"
-                )
-            acts = self.bundle.context_actions
-            if acts is not None:
-                acts = tuple(a[idx] for a in acts) if isinstance(acts, tuple) else acts[idx]
-            return torch.from_numpy(contexts[idx]), acts, "model" if acts is not None else None
-        if isinstance(context, Episode):
-            k = min(self.context_frames, len(context))
-            frames = torch.from_numpy(context.frames[:k])[None].expand(m, -1, -1, -1, -1)
-            acts = context.actions[: k - 1] if context.actions is not None else None
-            if acts is not None:
-                acts = np.broadcast_to(acts, (m, *acts.shape))
-            return frames, acts, "real" if acts is not None else None
-        if isinstance(context, (str, os.PathLike)):
-            from PIL import Image
-
-            path = Path(context)
-            if not path.is_file():
-                raise FileNotFoundError(f"Simulator.reset: no image file {path}")
-            context = np.asarray(Image.open(path).convert("RGB"))
-        frames = context if torch.is_tensor(context) else torch.from_numpy(np.array(context))
-        if frames.dtype != torch.uint8 or frames.ndim not in (3, 4, 5) or frames.shape[-1] != 3:
-            raise ValueError(
-                "Simulator.reset: context must be None, an index, an Episode, an image path, or "
-                f"uint8 frames [H, W, 3] / [k, H, W, 3] / [b, k, H, W, 3]; got {frames.dtype} "
-                f"{tuple(frames.shape)}"
-            )
-        while frames.ndim < 5:
-            frames = frames[None]
-        if frames.shape[0] not in (1, m):
-            raise ValueError(
-                f"Simulator.reset: context holds {frames.shape[0]} worlds, expected 1 or {m}"
-            )
-        return frames.expand(m, -1, -1, -1, -1), None, None
-
     def _context_actions(self, z: torch.Tensor, acts: Any, kind: str | None):
         """Context actions in the model's form, or ``None`` (null action)."""
         m, k = z.shape[:2]
@@ -481,7 +422,7 @@ class Simulator:
                 torch.zeros(b, device=self.device),
                 decode,
             )
-        frames, acts, kind = self._as_context(context, m)
+        frames, acts, kind = start_context(self.bundle, context, m, generator=self.generator)
         if tuple(frames.shape[2:4]) != self.frame_size:
             frames = resize_frames(frames.reshape(-1, *frames.shape[2:]), self.frame_size).reshape(
                 m, frames.shape[1], *self.frame_size, 3
