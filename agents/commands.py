@@ -48,6 +48,19 @@ def _train_config(node: DictConfig) -> TrainConfig:
         raise ConfigError(f"agent.train: {err}") from err
 
 
+def _world_options(a: DictConfig) -> dict[str, Any]:
+    """The imagined worlds' settings of ``agent.*`` (shared by ``mode=train`` and ``mode=rank``)."""
+    return {
+        "obs_type": str(a.obs_type),
+        "action_type": str(a.action_type),
+        "sampler_steps": int(a.sampler_steps),
+        "context_noise": float(a.context_noise),
+        "termination": str(a.termination),
+        "termination_scale": float(a.termination_scale),
+        "precision": str(a.precision),
+    }
+
+
 def agent(cfg: DictConfig) -> dict[str, Any]:
     """Train (``mode=train``), evaluate (``mode=eval``) or rank by imagined return
     (``mode=rank``) actor-critics; returns the summary."""
@@ -64,17 +77,11 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
             bundle,
             out,
             num_envs=int(a.num_envs),
-            obs_type=a.obs_type,
-            action_type=a.action_type,
             train=_train_config(a.train),
             network=_container(a.network),
-            sampler_steps=int(a.sampler_steps),
-            context_noise=float(a.context_noise),
             max_episode_steps=a.max_episode_steps,
-            termination=str(a.termination),
-            termination_scale=float(a.termination_scale),
-            precision=str(a.precision),
             device=cfg.device,
+            **_world_options(a),
             resume=bool(cfg.resume),
         )
         print(json.dumps(summary, indent=2))
@@ -107,7 +114,7 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
 def _rank(cfg: DictConfig, bundle: Path, out: Path) -> dict[str, Any]:
     from agents.rank import imagined_returns, write_rank
 
-    a, r = cfg.agent, cfg.rank
+    r = cfg.rank
     policies = _container(r.policies) or []
     if not isinstance(policies, list):
         raise ConfigError(f"rank.policies must be a list of agent checkpoints, got {policies!r}")
@@ -117,19 +124,13 @@ def _rank(cfg: DictConfig, bundle: Path, out: Path) -> dict[str, Any]:
     results = imagined_returns(
         bundle,
         {str(p): str(p) for p in policies},  # labelled by their paths
-        obs_type=a.obs_type,
-        action_type=a.action_type,
         num_envs=int(r.num_envs),
         rollouts=int(r.rollouts),
         horizon=int(r.horizon),
         seed=int(r.seed),
         greedy=bool(r.greedy),
-        sampler_steps=int(a.sampler_steps),
-        context_noise=float(a.context_noise),
-        termination=str(a.termination),
-        termination_scale=float(a.termination_scale),
-        precision=str(a.precision),
         device=cfg.device,
+        **_world_options(cfg.agent),
     )
     write_rank(results, out)
     brief = {k: (v["return"]["mean"], v["name"]) for k, v in results["policies"].items()}

@@ -25,7 +25,6 @@ einops legend: b worlds, t steps.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from agents.evaluate import AgentPolicy, RandomPolicy, summarize
 from agents.imagination import ImaginationSource
 from agents.trainer import load_checkpoint
 from worldsim.bundle import Bundle
+from worldsim.data.atomic import atomic_write_json
 
 RANDOM = "random"
 
@@ -119,9 +119,9 @@ def imagined_returns(
         for label, policy in policies.items():
             totals: dict[str, list[float]] = {"return": [], "positive": [], "negative": []}
             endings = 0.0
-            torch.manual_seed(seed)  # the model's own draws start alike for every policy
-            source.env.sim.generator.manual_seed(seed)
             for r in range(rollouts):
+                # the seed fixes the start contexts and the model's own draws (the env reseeds
+                # the Simulator's generator), alike for every policy
                 obs = source.reset(seed=seed + r)
                 alive = torch.ones(num_envs, dtype=torch.bool, device=obs.device)
                 rewards = []  # t x [b]
@@ -168,9 +168,7 @@ def write_rank(results: dict[str, Any], out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "rank.json"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, results, indent=2)
     labels = list(results["policies"])
     means = [results["policies"][k]["return"]["mean"] for k in labels]
     stds = [results["policies"][k]["return"]["std"] for k in labels]
