@@ -280,3 +280,22 @@ def test_agent_rank_command_writes_json_and_plot(bundle, tmp_path):
     assert (tmp_path / "rank" / "rank.png").is_file()
     with pytest.raises(ConfigError, match="nothing: no such checkpoint"):
         agent(compose("agent", [*base, f"rank.policies=['{tmp_path / 'nothing'}']"]))
+
+
+def test_agent_presets_compose_into_train_configs():
+    """Every agent preset composes into a TrainConfig and world options; `medium` is the
+    configuration of the best measured imagination agent (docs/agents.md)."""
+    from agents.commands import _train_config, _world_options
+    from worldsim.config import compose, group_options
+
+    assert {"latents", "pixels", "medium"} <= set(group_options("agent"))
+    for preset in group_options("agent"):
+        cfg = compose("agent", [f"agent={preset}", "bundle=x"])
+        assert _train_config(cfg.agent.train).updates > 0
+        assert _world_options(cfg.agent)["obs_type"] in ("latents", "pixels")
+    cfg = compose("agent", ["agent=medium", "bundle=x"])
+    assert _train_config(cfg.agent.train).lr == 1e-3 and cfg.agent.num_envs == 16
+    assert _world_options(cfg.agent) == {
+        "obs_type": "latents", "action_type": "real", "sampler_steps": 2, "context_noise": 0.1,
+        "termination": "sample", "termination_scale": 3.0, "precision": "bfloat16",
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from worldsim.cli import main
@@ -92,3 +93,53 @@ def test_quickstart_until_stops_after_the_named_step(tmp_path, capsys):
     assert main(["quickstart", "experiment=tiny", f"out={out}", "until=bundle"]) != 0
     err = capsys.readouterr().err
     assert "until='bundle'" in err and "lam" in err
+
+
+def test_quickstart_asked_for_a_gpu_it_lacks_fails_before_collecting(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "qs"
+    assert main(["quickstart", "experiment=tiny", "trainer=gpu", f"out={out}"]) != 0
+    assert "trainer.accelerator=gpu" in capsys.readouterr().err
+    assert not (out / "data").exists()  # nothing recorded for a run that cannot train
+
+
+def test_step_device_follows_the_trainer(monkeypatch):
+    from worldsim.config import ConfigError, compose
+    from worldsim.quickstart import step_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert step_device(compose("quickstart")) == "cpu"
+    assert step_device(compose("quickstart", ["trainer.accelerator=auto"])) == "cpu"
+    with pytest.raises(ConfigError, match="'tpu'"):
+        step_device(compose("quickstart", ["trainer.accelerator=tpu"]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert step_device(compose("quickstart", ["trainer=gpu"])) == "cuda"
+    assert step_device(compose("quickstart", ["trainer.accelerator=auto"])) == "cuda"
+
+
+def test_medium_experiment_is_the_recorded_gpu_recipe(tmp_path):
+    """experiment=medium: 1,200 episodes, the medium DiT, and the dynamics budget of the recorded
+    medium bundle reach the dynamics stage's train config."""
+    from worldsim.config import compose
+    from worldsim.quickstart import _stage_config
+
+    cfg = compose("quickstart", ["experiment=medium"])
+    assert cfg.episodes == 1200 and cfg.data.val_episodes == 24
+    stage = _stage_config(cfg, "dynamics", tmp_path / "dynamics", {"store": "s", "latents": "l"})
+    assert stage.dynamics.name == "medium"
+    assert (stage.data.batch_size, stage.data.clip_len) == (64, 12)
+    assert stage.trainer.accelerator == "gpu" and stage.trainer.precision == "32-true"
+    assert (stage.trainer.max_steps, stage.trainer.lr) == (4500, 1e-3)
+    ae = _stage_config(cfg, "autoencoder", tmp_path / "ae", {"store": "s"})
+    assert ae.trainer.max_steps == 1500 and ae.dynamics.name == "medium"
+
+
+@pytest.mark.gpu
+def test_tiny_quickstart_on_the_gpu(tmp_path):
+    """trainer=gpu: every step, the adapter and the heads on rollouts included, runs on CUDA."""
+    out = tmp_path / "qs"
+    assert main(["quickstart", "experiment=tiny", "trainer=gpu", f"out={out}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["action_adapter"]["val_accuracy"] <= 1
+    assert metrics["heads_on_rollouts"]["after"]["generated"]["transitions"] > 0
+    assert metrics["fps_batched"] > 0

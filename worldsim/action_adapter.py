@@ -122,20 +122,23 @@ def fit_action_adapter(
     lr: float = 2e-3,
     hidden: int = 64,
     seed: int = 0,
+    device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> tuple[ActionAdapter, dict[str, Any]]:
     """Fit an adapter on ``samples`` transitions of ``train_episodes``; returns it and a summary
     with its held-out accuracy against the LAM's codes (and, given ``binding``, the accuracy of
-    the global table ``binding.to_latent`` on the same transitions)."""
+    the global table ``binding.to_latent`` on the same transitions). The adapter is fitted and
+    returned on ``device``."""
     from rich.progress import Progress
 
     torch.manual_seed(seed)
     c, h, w = latent_store.latent_shape
-    adapter = ActionAdapter(ActionAdapterConfig(c, h, w, num_actions, num_codes, hidden))
+    adapter = ActionAdapter(ActionAdapterConfig(c, h, w, num_actions, num_codes, hidden)).to(device)
     z, a, k = _transitions(latent_store, train_episodes, samples, seed, label)
     if int(a.max()) >= num_actions or int(k.max()) >= num_codes:
         raise ValueError(f"fit_action_adapter: actions reach {int(a.max())} (num_actions={num_actions}), "
                          f"codes {int(k.max())} (num_codes={num_codes})")
+    z, a, k = z.to(device), a.to(device), k.to(device)
     opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.1)
     g = torch.Generator().manual_seed(seed)
@@ -155,7 +158,8 @@ def fit_action_adapter(
     if len(val_episodes):
         zv, av, kv = _transitions(latent_store, val_episodes, min(samples, 8192), seed + 1, label)
         with torch.no_grad():
-            pred = torch.cat([adapter.codes(zv[i : i + 1024], av[i : i + 1024]) for i in range(0, len(zv), 1024)])
+            pred = torch.cat([adapter.codes(zv[i : i + 1024].to(device), av[i : i + 1024].to(device)).cpu()
+                              for i in range(0, len(zv), 1024)])
         summary["val_transitions"] = int(len(zv))
         summary["val_accuracy"] = float((pred == kv).float().mean())
         if binding is not None:

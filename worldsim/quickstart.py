@@ -67,6 +67,24 @@ def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> Dic
     return train_cfg
 
 
+def step_device(cfg: DictConfig) -> str:
+    """The device of the steps that train outside Lightning (the action adapter, the heads on
+    rollouts): the trainer's, so ``trainer=gpu`` puts the whole quickstart on the GPU."""
+    import torch
+
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator}: torch sees no CUDA device here "
+                              "(use trainer=cpu, or install a CUDA build of torch)")
+        return "cuda"
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator == "cpu":
+        return "cpu"
+    raise ConfigError(f"trainer.accelerator={accelerator!r}: the quickstart runs on cpu, gpu (cuda) or auto")
+
+
 def _train(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> dict:
     """Train one stage unless it finished before (its summary.json exists); returns the summary."""
     done = run_dir / "summary.json"
@@ -108,6 +126,7 @@ def run(cfg: DictConfig) -> dict:
     until = cfg.get("until")
     if until is not None and until not in UNTIL:
         raise ConfigError(f"until={until!r}: allowed values are {list(UNTIL)} (or null: every step)")
+    step_device(cfg)  # an accelerator that is not there fails now, not after the collection
 
     def finish(title: str) -> None:
         """Add this run's time to ``total_seconds``, write the metrics, announce the end."""
@@ -239,7 +258,7 @@ def fit_adapter_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     adapter, summary = fit_action_adapter(
         latents, train_ids, val_ids, num_actions=binding.num_actions, num_codes=binding.num_codes,
         binding=binding, samples=int(ac.samples), steps=int(ac.steps), batch=int(ac.batch), lr=float(ac.lr),
-        hidden=int(ac.hidden), seed=int(cfg.seed), progress=bool(cfg.progress))
+        hidden=int(ac.hidden), seed=int(cfg.seed), device=step_device(cfg), progress=bool(cfg.progress))
     save_weights(adapter, adapter.cfg, run_dir, "action_adapter")
     summary["train_seconds"] = time.perf_counter() - started
     atomic_write_json(run_dir / "summary.json", summary)
@@ -267,12 +286,13 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
         console.print(f"done already: {run_dir}")
         return json.loads((run_dir / "summary.json").read_text())
     started = time.perf_counter()
+    device = step_device(cfg)
     latents = LatentStore(latents_dir)
-    dynamics, heads = _load(dyn_dir, "dynamics"), _load(dyn_dir, "heads")
+    dynamics, heads = _load(dyn_dir, "dynamics").to(device), _load(dyn_dir, "heads").to(device)
     actions = read_meta(dyn_dir, "dynamics")["extra"].get("actions", "latent")
     train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
     common = dict(context=int(hr.context), horizon=int(hr.horizon), actions=actions,
-                  sampler_steps=int(hr.sampler_steps), progress=bool(cfg.progress))
+                  sampler_steps=int(hr.sampler_steps), device=device, progress=bool(cfg.progress))
     pool = build_pool(dynamics, latents, train_ids, windows=int(hr.windows), seed=int(cfg.seed),
                       end_fraction=float(hr.end_fraction), **common)
     val = (build_pool(dynamics, latents, val_ids, windows=int(hr.val_windows), seed=int(cfg.seed) + 1, **common)
@@ -282,7 +302,7 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
         summary["before"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
     summary["history"] = fit_heads(heads, pool, steps=int(hr.steps), batch=int(hr.batch), lr=float(hr.lr),
                                    real_weight=float(hr.real_weight), seed=int(cfg.seed),
-                                   progress=bool(cfg.progress))
+                                   device=device, progress=bool(cfg.progress))
     if val is not None:
         summary["after"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
     save_weights(heads, heads.cfg, run_dir / "model", "heads")
