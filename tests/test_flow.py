@@ -48,6 +48,21 @@ def test_training_loss_parts_are_finite():
     assert net.final.linear.weight.grad.abs().sum() > 0
 
 
+def test_training_loss_under_bf16_autocast():
+    """bf16-mixed training (trainer=gpu): the shortcut targets come from the net in bf16 and are
+    written into float32 targets; the loss stays float32 and finite, and gradients flow."""
+    net = build_dynamics("tiny", num_actions=5)
+    assert net.cfg.shortcut
+    torch.nn.init.normal_(net.final.linear.weight, std=0.1)  # a fresh DiT predicts 0: no shortcut target
+    z, a = blob_world(4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = training_loss(net, z, a, shortcut_fraction=1.0, generator=torch.Generator().manual_seed(0))
+    assert out["shortcut_loss"] > 0  # the shortcut branch ran
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert net.final.linear.weight.grad.abs().sum() > 0
+
+
 def test_training_loss_rejects_bad_arguments():
     net = build_dynamics("tiny", num_actions=5)
     z, a = blob_world(2, 3)

@@ -107,6 +107,19 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
     )
 
 
+def test_bf16_mixed_trains_the_dynamics(tiny_store, tmp_path):
+    """trainer=gpu's precision, bf16-mixed, on the CPU: the dynamics stage (shortcut targets
+    included) trains to the end and exports its model."""
+    ae = run(tiny_cfg(tiny_store, tmp_path / "ae"))
+    assert ae["steps"] == 20
+    lam_dir, dyn_dir, latents = tmp_path / "lam", tmp_path / "dyn", tmp_path / "ae" / "latents"
+    run(tiny_cfg(tiny_store, lam_dir, "stage=lam", f"data.latents={latents}"))
+    summary = run(tiny_cfg(tiny_store, dyn_dir, "stage=dynamics", f"data.latents={latents}",
+                           f"data.lam_model={lam_dir / 'model'}", "trainer.precision=bf16-mixed"))
+    assert summary["steps"] == 20
+    assert (dyn_dir / "model" / "dynamics.safetensors").is_file()
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tiny_store, tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         run(tiny_cfg(tiny_store, tmp_path / "none", "resume=true"))

@@ -201,7 +201,7 @@ def training_loss(
             v1 = net(xs, ss, acts, step_size=half_label, null_mask=nm)
             x1 = torch.where(mv[..., None, None, None], xs - hv * v1, xs)
             v2 = net(x1, ss - half, acts, step_size=half_label, null_mask=nm)
-            boot = (v1 + v2) / 2
+            boot = ((v1 + v2) / 2).to(target.dtype)  # under autocast (bf16-mixed) the net's output is bf16
             sc_target = target[idx].clone()
             sc_target[mv] = boot[mv]
             target = target.clone()
