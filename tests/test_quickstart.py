@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,3 +144,50 @@ def test_tiny_quickstart_on_the_gpu(tmp_path):
     assert 0 <= metrics["action_adapter"]["val_accuracy"] <= 1
     assert metrics["heads_on_rollouts"]["after"]["generated"]["transitions"] > 0
     assert metrics["fps_batched"] > 0
+
+
+def test_quickstart_reuses_an_earlier_runs_autoencoder_and_lam(tmp_path):
+    """autoencoder_from / lam_from: the earlier run's networks encode and label new data (more
+    episodes, another seed) in place of training; the steps are skipped when resumed."""
+    from worldsim.data.latent_store import LatentStore
+    from worldsim.latent_action import label_transitions
+    from worldsim.weights import load_network, load_state
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["quickstart", "experiment=tiny", f"out={first}", "until=lam"]) == 0
+    reuse = [f"autoencoder_from={first / 'autoencoder'}", f"lam_from={first / 'lam'}"]
+    args = ["quickstart", "experiment=tiny", f"out={second}", "episodes=8", "seed=1", "until=lam", *reuse]
+    assert main(args) == 0
+    for stage, name in (("autoencoder", "autoencoder"), ("lam", "lam")):
+        for key, value in load_state(first / stage / "model", name).items():
+            assert torch.equal(load_state(second / stage / "model", name)[key], value), key
+        summary = json.loads((second / stage / "summary.json").read_text())
+        assert summary["reused_from"] == str(first / stage)
+    ae = json.loads((second / "autoencoder" / "summary.json").read_text())
+    assert 5.0 < ae["recon_psnr"] < 60.0 and 0.0 < ae["recon_ssim"] <= 1.0
+    latents = LatentStore(second / "autoencoder" / "latents")
+    assert len(latents) == 8  # this run's episodes, encoded by the first run's autoencoder
+    lam = load_network(first / "lam" / "model", "lam")
+    expected = label_transitions(lam, latents)
+    for e in range(len(latents)):
+        np.testing.assert_array_equal(latents.read_labels("lam", e, 0, latents.episode_length(e) - 1), expected[e])
+    lam_summary = json.loads((second / "lam" / "summary.json").read_text())
+    assert lam_summary["codebook_size"] == lam.cfg.num_codes and "binding" in lam_summary
+    assert (second / "lam" / "adapter" / "summary.json").is_file()  # the adapter is fitted on the reused codes
+    written = (second / "lam" / "summary.json").stat().st_mtime_ns
+    assert main(args) == 0  # resumed: done already
+    assert (second / "lam" / "summary.json").stat().st_mtime_ns == written
+
+
+def test_quickstart_reuse_errors_name_the_option(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["quickstart", "experiment=tiny", f"out={first}", "until=lam"]) == 0
+    missing = tmp_path / "nowhere"
+    assert main(["quickstart", "experiment=tiny", f"out={tmp_path / 'a'}", "until=lam",
+                 f"autoencoder_from={missing}"]) != 0
+    assert f"autoencoder_from={missing}" in capsys.readouterr().err
+    # A LAM trained on other latents (here: 2 latent channels instead of the tiny preset's) does not fit.
+    assert main(["quickstart", "experiment=tiny", f"out={tmp_path / 'b'}", "until=lam",
+                 "+autoencoder.latent_channels=2", f"lam_from={first / 'lam'}"]) != 0
+    err = capsys.readouterr().err
+    assert f"lam_from={first / 'lam'}" in err and "does not fit" in err

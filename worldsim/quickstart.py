@@ -5,9 +5,11 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
 1. ``collect``: record ``episodes`` of the game (or import ``videos=DIR``) into ``<out>/data``,
    print the store's summary and write ``<out>/sample.mp4``;
 2. ``autoencoder``: train the frame autoencoder (``<out>/autoencoder``) and encode the latent
-   cache (``<out>/autoencoder/latents``);
-3. ``lam``: train the latent action model on the cache, label every transition with its code,
-   score NMI and binding accuracy against the real actions where the data has them; with
+   cache (``<out>/autoencoder/latents``); with ``autoencoder_from=RUN_DIR``, reuse that run's
+   network instead of training one (``worldsim/training/reuse.py``);
+3. ``lam``: train the latent action model on the cache (or reuse one: ``lam_from=RUN_DIR``),
+   label every transition with its code, score NMI and binding accuracy against the real
+   actions where the data has them; with
    discrete real actions, also fit the action adapter (``worldsim/action_adapter.py``: the code
    a real action becomes in a given frame) into ``<out>/lam/adapter``;
 4. ``dynamics``: train the DiT (and reward/termination heads) on the labelled cache and score
@@ -38,6 +40,7 @@ from rich.console import Console
 from worldsim.cli import run_command
 from worldsim.config import ConfigError
 from worldsim.data.atomic import atomic_write_json
+from worldsim.weights import load_network
 
 console = Console()
 UNTIL = ("collect", "autoencoder", "lam", "dynamics", "heads")  # steps ``until=`` may stop after
@@ -85,15 +88,20 @@ def step_device(cfg: DictConfig) -> str:
     raise ConfigError(f"trainer.accelerator={accelerator!r}: the quickstart runs on cpu, gpu (cuda) or auto")
 
 
-def _train(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> dict:
-    """Train one stage unless it finished before (its summary.json exists); returns the summary."""
+def _once(run_dir: Path, make) -> dict:
+    """``make()``'s summary, unless the step finished before (``run_dir/summary.json`` exists)."""
     done = run_dir / "summary.json"
     if done.exists():
         console.print(f"done already: {run_dir}")
         return json.loads(done.read_text())
+    return make()
+
+
+def _train(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> dict:
+    """Train one stage unless it finished before; returns the summary."""
     from worldsim.training.train import run as train
 
-    return train(_stage_config(cfg, stage, run_dir, data))
+    return _once(run_dir, lambda: train(_stage_config(cfg, stage, run_dir, data)))
 
 
 def _collect(cfg: DictConfig, store: Path) -> dict:
@@ -160,7 +168,15 @@ def run(cfg: DictConfig) -> dict:
 
     # 2. autoencoder ------------------------------------------------------------------------------
     console.rule("[bold]2. autoencoder")
-    ae = _train(cfg, "autoencoder", out / "autoencoder", {"store": str(store_dir)})
+    if cfg.autoencoder_from is not None:  # an earlier run's network encodes this data
+        from worldsim.training.reuse import reuse_autoencoder
+
+        ae = _once(out / "autoencoder", lambda: reuse_autoencoder(
+            cfg.autoencoder_from, out / "autoencoder", store_dir, val_episodes=int(cfg.data.val_episodes),
+            val_clips=int(cfg.data.val_clips), seed=int(cfg.data.seed), device=step_device(cfg),
+            progress=bool(cfg.progress)))
+    else:
+        ae = _train(cfg, "autoencoder", out / "autoencoder", {"store": str(store_dir)})
     metrics["recon_psnr"] = ae.get("recon_psnr")
     metrics["recon_ssim"] = ae.get("recon_ssim")
     metrics["train_seconds"]["autoencoder"] = ae.get("train_seconds")
@@ -171,7 +187,14 @@ def run(cfg: DictConfig) -> dict:
 
     # 3. latent action model --------------------------------------------------------------------
     console.rule("[bold]3. latent action model")
-    lam = _train(cfg, "lam", out / "lam", {"store": str(store_dir), "latents": str(latents)})
+    if cfg.lam_from is not None:  # an earlier run's network labels this data
+        from worldsim.training.reuse import reuse_lam
+
+        lam = _once(out / "lam", lambda: reuse_lam(
+            cfg.lam_from, out / "lam", latents, store_dir, val_episodes=int(cfg.data.val_episodes),
+            seed=int(cfg.data.seed), device=step_device(cfg)))
+    else:
+        lam = _train(cfg, "lam", out / "lam", {"store": str(store_dir), "latents": str(latents)})
     for key in ("nmi", "binding_accuracy_100", "codebook_used", "codebook_size"):
         metrics[key] = lam.get(key)
     metrics["train_seconds"]["lam"] = lam.get("train_seconds")
@@ -288,7 +311,7 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     started = time.perf_counter()
     device = step_device(cfg)
     latents = LatentStore(latents_dir)
-    dynamics, heads = _load(dyn_dir, "dynamics").to(device), _load(dyn_dir, "heads").to(device)
+    dynamics, heads = load_network(dyn_dir, "dynamics").to(device), load_network(dyn_dir, "heads").to(device)
     actions = read_meta(dyn_dir, "dynamics")["extra"].get("actions", "latent")
     train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
     common = dict(context=int(hr.context), horizon=int(hr.horizon), actions=actions,
@@ -315,27 +338,6 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
                           f"(true {gen['reward_per_step']:.4f}), coins precision {gen['coin']['precision']:.2f} "
                           f"recall {gen['coin']['recall']:.2f}")
     return summary
-
-
-def _load(directory: Path, name: str):
-    """A network saved by a training stage (``<run_dir>/model``)."""
-    from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
-    from worldsim.autoencoder import Autoencoder
-    from worldsim.autoencoder import config_from_dict as ae_config
-    from worldsim.dynamics import DynamicsConfig, DynamicsModel
-    from worldsim.heads import HeadsConfig, RewardTerminationHeads
-    from worldsim.latent_action import LatentActionModel
-    from worldsim.latent_action import config_from_dict as lam_config
-    from worldsim.weights import load_into, read_meta
-
-    build = {
-        "autoencoder": lambda c: Autoencoder(ae_config(c)),
-        "lam": lambda c: LatentActionModel(lam_config(c)),
-        "dynamics": lambda c: DynamicsModel(DynamicsConfig(**c)),
-        "heads": lambda c: RewardTerminationHeads(HeadsConfig(**c)),
-        "action_adapter": lambda c: ActionAdapter(ActionAdapterConfig(**c)),
-    }[name]
-    return load_into(build(read_meta(directory, name)["config"]), directory, name).eval()
 
 
 BUNDLE_INPUTS = ("autoencoder/model", "lam/model", "lam/summary.json", "lam/adapter", "dynamics/model", "heads/model")
@@ -369,19 +371,19 @@ def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path,
     from worldsim.evaluation import sample_windows
 
     store, latents = EpisodeStore(store_dir, create=False), LatentStore(latents_dir)
-    ae = _load(out / "autoencoder" / "model", "autoencoder")
+    ae = load_network(out / "autoencoder" / "model", "autoencoder")
     dyn_meta = json.loads((out / "dynamics" / "model" / "dynamics.json").read_text())
     source = dyn_meta["extra"].get("actions", "latent")
-    dynamics = _load(out / "dynamics" / "model", "dynamics")
+    dynamics = load_network(out / "dynamics" / "model", "dynamics")
     heads = None  # the heads refitted on rollouts (step 5) when there are, else the dynamics stage's
     for heads_dir in (out / "heads" / "model", out / "dynamics" / "model"):
         if heads is None and (heads_dir / "heads.json").exists():
-            heads = _load(heads_dir, "heads")
-    lam = _load(out / "lam" / "model", "lam") if (out / "lam" / "model" / "lam.json").exists() else None
+            heads = load_network(heads_dir, "heads")
+    lam = load_network(out / "lam" / "model", "lam") if (out / "lam" / "model" / "lam.json").exists() else None
     lam_summary = json.loads((out / "lam" / "summary.json").read_text()) if (out / "lam" / "summary.json").exists() else {}
     binding = ActionBinding.from_dict(lam_summary["binding"]) if "binding" in lam_summary else None
     adapter_dir = out / "lam" / "adapter"
-    adapter = (_load(adapter_dir, "action_adapter")
+    adapter = (load_network(adapter_dir, "action_adapter")
                if source != "real" and (adapter_dir / "action_adapter.json").exists() else None)
 
     # Start contexts: windows of real frames from held-out and training episodes alike.

@@ -88,3 +88,29 @@ def load_into(net: nn.Module, directory: str | Path, name: str) -> nn.Module:
         raise WeightsError(f"weights {Path(directory) / (name + '.safetensors')} do not fit "
                            f"{type(net).__name__}: {err}") from err
     return net
+
+
+NETWORKS = ("autoencoder", "lam", "dynamics", "heads", "action_adapter")  # what load_network rebuilds
+
+
+def load_network(directory: str | Path, name: str) -> nn.Module:
+    """The network ``name`` (one of ``NETWORKS``) saved under ``directory`` (a training stage's
+    ``<run_dir>/model``), rebuilt from its saved config, in eval mode."""
+    from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
+    from worldsim.autoencoder import Autoencoder
+    from worldsim.autoencoder import config_from_dict as ae_config
+    from worldsim.dynamics import DynamicsConfig, DynamicsModel
+    from worldsim.heads import HeadsConfig, RewardTerminationHeads
+    from worldsim.latent_action import LatentActionModel
+    from worldsim.latent_action import config_from_dict as lam_config
+
+    build = {
+        "autoencoder": lambda c: Autoencoder(ae_config(c)),
+        "lam": lambda c: LatentActionModel(lam_config(c)),
+        "dynamics": lambda c: DynamicsModel(DynamicsConfig(**c)),
+        "heads": lambda c: RewardTerminationHeads(HeadsConfig(**c)),
+        "action_adapter": lambda c: ActionAdapter(ActionAdapterConfig(**c)),
+    }
+    if name not in build:
+        raise ValueError(f"load_network: unknown network {name!r}; allowed: {list(NETWORKS)}")
+    return load_into(build[name](read_meta(directory, name)["config"]), directory, name).eval()
