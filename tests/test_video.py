@@ -105,3 +105,15 @@ def test_save_episode_and_image_grid(tmp_path) -> None:
     png = save_image_grid(moving_square(5), tmp_path / "grid.png", ncols=3, sep=2, scale=2)
     with Image.open(png) as im:
         assert im.size == ((3 * 24 + 2 * 2) * 2, (2 * 16 + 2) * 2)
+
+
+def test_mp4_without_an_ffmpeg_names_both_remedies(tmp_path, monkeypatch) -> None:
+    """Where moviepy cannot find ffmpeg (no imageio-ffmpeg, no FFMPEG_BINARY), the error says
+    how to get one, and no file is left behind."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "moviepy.video.io.ffmpeg_writer", None)  # import fails
+    out = tmp_path / "clip.mp4"
+    with pytest.raises(ImportError, match="imageio-ffmpeg.*FFMPEG_BINARY"):
+        save_video(np.zeros((3, 8, 8, 3), np.uint8), out)
+    assert list(tmp_path.iterdir()) == []

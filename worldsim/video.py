@@ -62,8 +62,11 @@ def _pad_to_even(frames: np.ndarray) -> np.ndarray:
 def _moviepy_writer() -> Any:
     try:
         from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ImportError("writing mp4 needs moviepy: pip install moviepy") from exc
+    except ImportError as exc:  # moviepy finds ffmpeg through imageio-ffmpeg unless FFMPEG_BINARY is set
+        raise ImportError(
+            f"writing mp4 needs moviepy and an ffmpeg executable ({exc}): pip install moviepy "
+            "imageio-ffmpeg, or set FFMPEG_BINARY to the path of an ffmpeg on this machine"
+        ) from exc
     return FFMPEG_VideoWriter
 
 
