@@ -9,9 +9,9 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
    network instead of training one (``worldsim/training/reuse.py``);
 3. ``lam``: train the latent action model on the cache (or reuse one: ``lam_from=RUN_DIR``),
    label every transition with its code, score NMI and binding accuracy against the real
-   actions where the data has them; with
-   discrete real actions, also fit the action adapter (``worldsim/action_adapter.py``: the code
-   a real action becomes in a given frame) into ``<out>/lam/adapter``;
+   actions where the data has them; with discrete real actions, also fit the action adapter
+   (``worldsim/action_adapter.py``: the code a real action becomes in a given frame) into
+   ``<out>/lam/adapter``;
 4. ``dynamics``: train the DiT (and reward/termination heads) on the labelled cache and score
    rollouts on held-out episodes;
 5. ``heads``: when the data has rewards, fit the reward/termination heads on the dynamics'
