@@ -22,8 +22,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from worldsim.config import ConfigError
 from worldsim.data.atomic import atomic_write_json
 from worldsim.weights import WeightsError, load_network, read_meta
@@ -48,26 +46,18 @@ def copy_model(source_run: str | Path, run_dir: Path, name: str, key: str) -> Pa
     return target
 
 
-@torch.no_grad()
 def reconstruction_scores(net, store, episodes: list[int], *, clips: int, seed: int, device: str) -> dict:
-    """Mean PSNR/SSIM (dB, on [0, 1] frames; PSNR capped at 60) of ``net``'s reconstructions of
+    """The autoencoder stage's held-out figures (``recon_psnr``, ``recon_ssim``) for ``net`` on
     ``clips`` frames drawn from ``episodes`` of ``store``."""
-    from torch.utils.data import DataLoader
-
-    from worldsim.data import ClipDataset, frames_to_tensor
-    from worldsim.metrics import psnr, ssim
+    from worldsim.data import ClipDataset
+    from worldsim.training.autoencoder_module import AutoencoderModule
+    from worldsim.training.base import OptimConfig
+    from worldsim.training.stages import evaluate_reconstruction
 
     size = (net.cfg.frame_height, net.cfg.frame_width)
     clip = net.cfg.temporal_compression if net.cfg.temporal_compression > 1 else 1
     data = ClipDataset(store, clip, seed=seed, length=clips, episodes=episodes, resize=size, with_actions=False)
-    psnrs, ssims = [], []
-    for batch in DataLoader(data, batch_size=64):
-        x = frames_to_tensor(batch["frames"].to(device))  # b t c h w in [-1, 1]
-        x_hat = net.decode(net.encode(x)).clamp(-1, 1)
-        x, x_hat = (x + 1) / 2, (x_hat + 1) / 2
-        psnrs.append(psnr(x_hat, x).clamp(max=60).flatten())
-        ssims.append(ssim(x_hat, x).flatten())
-    return {"recon_psnr": float(torch.cat(psnrs).mean()), "recon_ssim": float(torch.cat(ssims).mean())}
+    return evaluate_reconstruction(AutoencoderModule(net, OptimConfig()).to(device), data)
 
 
 def reuse_autoencoder(
