@@ -90,12 +90,10 @@ def load_into(net: nn.Module, directory: str | Path, name: str) -> nn.Module:
     return net
 
 
-NETWORKS = ("autoencoder", "lam", "dynamics", "heads", "action_adapter")  # what load_network rebuilds
-
-
 def load_network(directory: str | Path, name: str) -> nn.Module:
-    """The network ``name`` (one of ``NETWORKS``) saved under ``directory`` (a training stage's
-    ``<run_dir>/model``), rebuilt from its saved config, in eval mode."""
+    """The network ``name`` (autoencoder, lam, dynamics, heads or action_adapter) saved under
+    ``directory`` (a training stage's ``<run_dir>/model``), rebuilt from its saved config, in
+    eval mode."""
     from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
     from worldsim.autoencoder import Autoencoder
     from worldsim.autoencoder import config_from_dict as ae_config
@@ -112,5 +110,5 @@ def load_network(directory: str | Path, name: str) -> nn.Module:
         "action_adapter": lambda c: ActionAdapter(ActionAdapterConfig(**c)),
     }
     if name not in build:
-        raise ValueError(f"load_network: unknown network {name!r}; allowed: {list(NETWORKS)}")
+        raise ValueError(f"load_network: unknown network {name!r}; allowed: {list(build)}")
     return load_into(build[name](read_meta(directory, name)["config"]), directory, name).eval()

@@ -113,7 +113,7 @@ def reuse_lam(
     net = load_network(copy_model(source_run, run_dir, "lam", "lam_from"), "lam").to(device)
     latent = net.cfg.input == "latent"
     path = latents_dir if latent else store_dir
-    source = LatentStore(latents_dir) if latent else EpisodeStore(store_dir, create=False)
+    source = LatentStore(path) if latent else EpisodeStore(path, create=False)
     _, val_ids = split_episodes(len(source), val_episodes, str(path))
     try:
         labels = label_store(net, source) if latent else label_transitions(net, source)
