@@ -237,15 +237,80 @@ def test_append_numbers_after_the_highest_shard_on_disk(tmp_path) -> None:
 
 def test_corrupt_shard_error_names_the_file(tmp_path) -> None:
     store = EpisodeStore(tmp_path)
-    store.append(make_episode(10))
+    store.append(make_episode(40))
     shard = tmp_path / "shard_000000.npz"
     data = bytearray(shard.read_bytes())
-    shard.write_bytes(bytes(data[: len(data) // 2]))
+    data[len(data) // 3 : len(data) // 3 + 64] = bytes(64)  # damage that keeps the file's size
+    shard.write_bytes(bytes(data))
+    reopened = EpisodeStore(tmp_path, create=False)
     with pytest.raises(ShardError, match="shard_000000.npz: corrupt shard"):
-        EpisodeStore(tmp_path).read_frames(0, 0, 4)
-    shard.write_bytes(b"not a zip at all")
-    with pytest.raises(ShardError, match="shard_000000.npz"):
-        EpisodeStore(tmp_path)[0]
+        reopened[0]
+    assert reopened.verify() == {}  # the quick check reads headers only
+    assert "CRC" in reopened.verify(full=True)["shard_000000.npz"]
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _store_with_truncated_shard(tmp_path, drop_index: bool):
+    store = EpisodeStore(tmp_path)
+    episodes = [make_episode(12, seed=s) for s in range(3)]
+    for ep in episodes:
+        store.append(ep)
+    shard = tmp_path / "shard_000001.npz"
+    shard.write_bytes(shard.read_bytes()[:300])
+    if drop_index:
+        (tmp_path / "index.json").unlink()
+    return episodes
+
+
+@pytest.mark.parametrize("drop_index", [True, False])
+def test_truncated_shard_is_skipped_read_only_and_quarantined_for_writing(
+    tmp_path, drop_index: bool
+) -> None:
+    episodes = _store_with_truncated_shard(tmp_path, drop_index)
+    before = _snapshot(tmp_path)
+    with pytest.warns(UserWarning, match=r"shard_000001.npz: corrupt shard .*skipped") as caught:
+        reader = EpisodeStore(tmp_path, create=False)
+    assert "the other 2 shard(s) are reachable" in " ".join(str(w.message) for w in caught)
+    assert _snapshot(tmp_path) == before  # read-only: nothing written, renamed or deleted
+    assert len(reader) == 2 and list(reader.bad_shards) == ["shard_000001.npz"]
+    assert_same(reader[0], episodes[0]) and assert_same(reader[1], episodes[2])
+    with pytest.warns(UserWarning, match=r"moved aside to shard_000001.npz.bad"):
+        writer = EpisodeStore(tmp_path)
+    assert (tmp_path / "shard_000001.npz.bad").read_bytes() == before["shard_000001.npz"]
+    assert [e["file"] for e in json.loads((tmp_path / "index.json").read_text())["shards"]] == [
+        "shard_000000.npz",
+        "shard_000002.npz",
+    ]
+    assert writer.append(make_episode(12, seed=9)) == 2
+    assert (tmp_path / "shard_000003.npz").exists()  # the quarantined number is not reused
+    assert len(EpisodeStore(tmp_path, create=False)) == 3
+
+
+def test_read_only_open_never_writes(tmp_path) -> None:
+    from worldsim.data.store import StoreError
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"not a store")
+    with pytest.raises(StoreError, match=r"photos is not an episodes store: .*no shard_\*\.npz"):
+        EpisodeStore(folder, create=False)
+    assert _snapshot(folder) == {"holiday.jpg": b"not a store"}
+
+    store = EpisodeStore(tmp_path / "s")
+    store.append(make_episode(10))
+    (tmp_path / "s" / "index.json").unlink()
+    leftover = tmp_path / "s" / ".shard_000001.tmp-0123456789ab.npz"
+    leftover.write_bytes(b"a writer's file in progress")
+    before = _snapshot(tmp_path / "s")
+    with pytest.warns(UserWarning, match="in memory: the store is open read-only"):
+        reader = EpisodeStore(tmp_path / "s", create=False)
+    assert len(reader) == 1 and _snapshot(tmp_path / "s") == before
+    assert reader.verify() == {}
+    with pytest.raises(StoreError, match="open read-only"):
+        reader.append(make_episode(10))
 
 
 def test_opening_with_the_wrong_store_class_is_an_error(tmp_path) -> None:

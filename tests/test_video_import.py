@@ -140,3 +140,30 @@ def test_command_line_entry_point(tmp_path, videos, capsys) -> None:
     out = capsys.readouterr().out
     assert "2 files: 2 imported" in out and "42 frames written" in out
     assert EpisodeStore(tmp_path / "s").summary()["frame_shape"] == [4, 6, 3]
+
+
+def test_truncated_mp4_is_refused_or_skipped_not_imported_as_a_prefix(tmp_path) -> None:
+    src = tmp_path / "videos"
+    noise = np.random.default_rng(0).integers(0, 256, (90, 32, 32, 3), dtype=np.uint8)
+    save_video(noise, src / "whole.mp4", fps=30)  # noise: the frame data outweighs the header
+    data = (src / "whole.mp4").read_bytes()
+    (src / "cut.mp4").write_bytes(data[: len(data) * 4 // 10])  # the tail of the file is lost
+    with pytest.raises(VideoImportError, match=r"cut\.mp4: truncated .* reports 90") as info:
+        import_videos(src, tmp_path / "s1", size=(8, 8), progress=False)
+    assert info.value.path == src / "cut.mp4"
+    assert not (tmp_path / "s1").exists()  # cut.mp4 comes first: nothing was imported
+    with pytest.warns(UserWarning, match=r"skipping .*cut\.mp4: truncated"):
+        summary = import_videos(src, tmp_path / "s2", size=(8, 8), skip_bad=True, progress=False)
+    assert summary["imported"] == ["whole.mp4"] and summary["bad"][0]["file"] == "cut.mp4"
+    store = EpisodeStore(tmp_path / "s2", create=False)
+    assert len(store) == 1 and store.metadata(0)["source_relpath"] == "whole.mp4"
+    assert len(store[0]) == 90
+
+
+def test_empty_folder_is_an_error_naming_it_and_leaves_no_store(tmp_path) -> None:
+    src = tmp_path / "clips"
+    src.mkdir()
+    (src / "readme.txt").write_text("no videos here")
+    with pytest.raises(VideoImportError, match=r"clips: no video files .*\.mp4, .*\.gif"):
+        import_videos(src, tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()

@@ -9,10 +9,21 @@ Layout of a store directory::
 
 Every shard and every version of ``index.json`` is written to a temporary name and renamed, so
 a killed writer leaves complete shards plus, at worst, a temporary file (deleted on the next
-open) and an index that misses the last shard. On open, the index is checked against the shard
-files on disk; when it is missing, unreadable or disagrees, it is rebuilt from the shards' own
-headers, with a warning. New shards are numbered after the highest number on disk, so appending
-after a crash continues and never overwrites a finished shard. One writer at a time.
+open for writing) and an index that misses the last shard. On open, the index is checked
+against the shard files on disk (names, and each file's size against the index, one ``stat``
+per shard); when it is missing, unreadable or disagrees, it is rebuilt from the shards' own
+headers, with a warning. A shard that cannot be read (truncated, not a zip, no header) is
+quarantined, with a warning naming it: renamed to ``shard_N.npz.bad`` when the store is open
+for writing (its bytes are kept; a resumed ``collect`` writes the missing episode again), left
+alone and skipped when it is open read-only. New shards are numbered after the highest number
+on disk (quarantined ones included), so appending after a crash continues and never overwrites
+a finished shard. One writer at a time.
+
+A store opened read-only (``create=False``) never writes, renames or deletes anything in its
+folder: a missing or stale index is rebuilt in memory only, and a folder that has neither an
+index nor shards is refused (``StoreError``) rather than taken for an empty store.
+``verify()`` opens every shard (and with ``full=True`` checks every member's CRC) to find
+damage that keeps a file's size.
 
 ``ArrayStore`` is the generic layer (the latent cache uses it for float16 ``[t, c, h, w]``
 latents); ``EpisodeStore`` maps ``Episode`` objects onto it: ``frames`` chunked, the per-step
@@ -39,7 +50,14 @@ from worldsim.data.shards import DEFAULT_CHUNK_LEN, ShardError, ShardReader, wri
 STORE_FORMAT = 1
 INDEX_NAME = "index.json"
 _SHARD_FILE = re.compile(r"^shard_(\d{6,})\.npz$")
+_NUMBERED_FILE = re.compile(r"^shard_(\d{6,})\.npz(?:\.bad\d*)?$")  # quarantined ones too
+BAD_SUFFIX = ".bad"
 _MAX_OPEN_READERS = 16
+
+
+class StoreError(ValueError):
+    """A directory cannot be used as this store (not a store, another kind, read-only, a
+    mismatched array); names the directory."""
 
 
 class ArrayStore:
@@ -47,7 +65,9 @@ class ArrayStore:
 
     Args:
         root: the store directory.
-        create: create ``root`` when missing (otherwise ``FileNotFoundError``).
+        create: open for writing, creating ``root`` when missing. ``False`` opens an existing
+            store read-only: ``FileNotFoundError`` when ``root`` is missing, ``StoreError``
+            when it holds neither an index nor shards, and nothing in it is ever modified.
         chunk_len: rows per compressed chunk for new shards.
         compress: deflate shard members.
     """
@@ -69,8 +89,11 @@ class ArrayStore:
             self.root.mkdir(parents=True)
         elif not self.root.is_dir():
             raise NotADirectoryError(f"store path {self.root} is not a directory")
+        self.readonly = not create
         self.chunk_len = chunk_len
         self.compress = compress
+        #: shards found unreadable on open: file name -> reason (quarantined or skipped)
+        self.bad_shards: dict[str, str] = {}
         self._entries: list[dict[str, Any]] = []
         self._schema: dict[str, tuple[tuple[int, ...], str]] = {}
         self._readers: OrderedDict[str, ShardReader] = OrderedDict()
@@ -79,50 +102,136 @@ class ArrayStore:
 
     # ----------------------------------------------------------------- index and recovery
     def refresh(self) -> None:
-        """Delete stray temporary files, then load the index or rebuild it from the shards."""
-        for path in self.root.iterdir():
-            if is_temp_file(path):
-                warnings.warn(f"removing leftover temporary file {path}", stacklevel=2)
-                path.unlink(missing_ok=True)
+        """Load the index, or rebuild it from the shards; quarantine shards that cannot be read.
+
+        Open for writing: leftover temporary files are deleted, a rebuilt index is written and
+        unreadable shards are renamed to ``*.bad``. Read-only: the same checks, in memory.
+        """
+        if not self.readonly:
+            for path in self.root.iterdir():
+                if is_temp_file(path):
+                    warnings.warn(f"removing leftover temporary file {path}", stacklevel=3)
+                    path.unlink(missing_ok=True)
         on_disk = self._shard_files()
         index_path = self.root / INDEX_NAME
-        problem = None
-        if not index_path.exists():
-            problem = "is missing" if on_disk else None
-            entries: list[dict[str, Any]] = []
-        else:
-            try:
-                index = json.loads(index_path.read_text(encoding="utf-8"))
-                entries = list(index["shards"])
-                if index.get("format_version") != STORE_FORMAT:
-                    problem = f"has format_version {index.get('format_version')!r}"
-                elif index.get("kind") != self.kind:
-                    raise ValueError(
-                        f"{index_path}: store holds kind {index.get('kind')!r}, "
-                        f"but was opened as {type(self).__name__} (kind {self.kind!r})"
-                    )
-                elif [e["file"] for e in entries] != on_disk:
-                    problem = (
-                        f"lists {len(entries)} shards but {len(on_disk)} are on disk"
-                        if len(entries) != len(on_disk)
-                        else "names different shards than those on disk"
-                    )
-            except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-                problem = f"is unreadable ({type(exc).__name__}: {exc})"
-        if problem is not None:
-            warnings.warn(
-                f"{index_path} {problem}; rebuilding it from the shard files", stacklevel=2
+        entries, problem = self._read_index(index_path, on_disk)
+        if self.readonly and not on_disk and entries is None:
+            raise StoreError(
+                f"{self.root} is not {'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} "
+                f"store: it holds no readable {INDEX_NAME} and no shard_*.npz files"
             )
-            entries = [self._entry_from_shard(name) for name in on_disk]
-            self._entries = entries
-            self._write_index()
-        elif not index_path.exists():
-            self._entries = []
-            self._write_index()
-        self._entries = entries
+        if problem is not None:
+            where = " (in memory: the store is open read-only)" if self.readonly else ""
+            warnings.warn(
+                f"{index_path} {problem}; rebuilding it from the shard files{where}", stacklevel=3
+            )
+        known = {e["file"]: e for e in entries or []}
+        checked: list[dict[str, Any]] = []
+        self.bad_shards = {}
+        changed = problem is not None or not index_path.exists()
+        for name in on_disk:
+            entry = known.get(name)
+            size = (self.root / name).stat().st_size
+            if entry is not None and int(entry.get("bytes", -1)) == size:
+                checked.append(entry)
+                continue
+            changed = True
+            sizes = f"{size} bytes, {INDEX_NAME} says {entry.get('bytes')}" if entry else ""
+            try:
+                checked.append(self._entry_from_shard(name))
+            except ShardError as exc:
+                self.bad_shards[name] = f"{exc.reason}{f' ({sizes})' if sizes else ''}"
+                continue
+            if sizes:
+                warnings.warn(
+                    f"{self.root / name}: {sizes}; its entry is rebuilt from the shard",
+                    stacklevel=3,
+                )
+        if self.bad_shards:
+            self._quarantine(len(checked))
+        self._entries = checked
         self._schema = {}
-        for entry in entries:
+        for entry in checked:
             self._update_schema(entry)
+        if changed and not self.readonly:
+            self._write_index()
+
+    def _read_index(
+        self, index_path: Path, on_disk: list[str]
+    ) -> tuple[list[dict[str, Any]] | None, str | None]:
+        """``(entries, problem)``: entries ``None`` when unreadable; problem ``None`` when the
+        index can be used as it is."""
+        if not index_path.exists():
+            return None, ("is missing" if on_disk else None)
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            entries = list(index["shards"])
+            names = [e["file"] for e in entries]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            return None, f"is unreadable ({type(exc).__name__}: {exc})"
+        if index.get("kind") != self.kind:
+            raise StoreError(
+                f"{index_path}: store holds kind {index.get('kind')!r}, "
+                f"but was opened as {type(self).__name__} (kind {self.kind!r})"
+            )
+        if index.get("format_version") != STORE_FORMAT:
+            return None, f"has format_version {index.get('format_version')!r}"
+        if names != on_disk:
+            return entries, (
+                f"lists {len(entries)} shards but {len(on_disk)} are on disk"
+                if len(entries) != len(on_disk)
+                else "names different shards than those on disk"
+            )
+        return entries, None
+
+    def _quarantine(self, intact: int) -> None:
+        """Warn about (and, open for writing, rename aside) the shards in ``bad_shards``."""
+        for name, reason in self.bad_shards.items():
+            path = self.root / name
+            if self.readonly:
+                action = "skipped (the store is open read-only; opening it for writing renames it"
+                action += f" to {name}{BAD_SUFFIX})"
+            else:
+                target = path.with_name(name + BAD_SUFFIX)
+                k = 1
+                while target.exists():
+                    k += 1
+                    target = path.with_name(f"{name}{BAD_SUFFIX}{k}")
+                os.replace(path, target)
+                action = f"moved aside to {target.name}"
+            warnings.warn(
+                f"{path}: {reason}; {action}; the other {intact} shard(s) are reachable",
+                stacklevel=4,
+            )
+
+    def verify(self, *, full: bool = False) -> dict[str, str]:
+        """Open every shard of the index and check its header against the index.
+
+        ``full=True`` also reads every member and checks its CRC (reads the whole store).
+        Returns ``{file: reason}`` for the shards that fail; nothing is modified.
+        """
+        import zipfile
+
+        bad: dict[str, str] = {}
+        for entry in self._entries:
+            path = self.root / entry["file"]
+            try:
+                with ShardReader(path) as reader:
+                    header = reader.header
+                rebuilt = self._make_entry(entry["file"], header, entry["bytes"])
+                if json.loads(json.dumps(rebuilt)) != json.loads(json.dumps(entry)):
+                    bad[entry["file"]] = "its header disagrees with the index"
+                    continue
+                if full:
+                    with zipfile.ZipFile(path) as zf:
+                        broken = zf.testzip()
+                    if broken is not None:
+                        bad[entry["file"]] = f"corrupt shard: member {broken!r} fails its CRC"
+            except ShardError as exc:
+                bad[entry["file"]] = exc.reason
+            except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+                bad[entry["file"]] = f"corrupt shard ({type(exc).__name__}: {exc})"
+        return bad
 
     def _shard_files(self) -> list[str]:
         names = [p.name for p in self.root.iterdir() if _SHARD_FILE.match(p.name)]
@@ -132,7 +241,10 @@ class ArrayStore:
         path = self.root / name
         with ShardReader(path) as reader:
             header = reader.header
-        return self._make_entry(name, header, path.stat().st_size)
+            try:
+                return self._make_entry(name, header, path.stat().st_size)
+            except (KeyError, TypeError, IndexError, AttributeError) as exc:
+                raise ShardError(path, f"corrupt shard: malformed header ({exc!r})") from exc
 
     @staticmethod
     def _make_entry(name: str, header: Mapping[str, Any], nbytes: int) -> dict[str, Any]:
@@ -167,7 +279,7 @@ class ArrayStore:
                 continue
             item, dtype = self._schema[name]
             if tuple(value.shape[1:]) != item or value.dtype.str != dtype:
-                raise ValueError(
+                raise StoreError(
                     f"{what} {name!r} has per-step shape {tuple(value.shape[1:])} dtype "
                     f"{value.dtype}, but store {self.root} holds {item} dtype {np.dtype(dtype)}; "
                     "a store keeps one shape per array (use a separate store)"
@@ -181,11 +293,13 @@ class ArrayStore:
         meta: Mapping[str, Any] | None = None,
     ) -> int:
         """Write one item as a new shard and return its index."""
+        if self.readonly:
+            raise StoreError(f"store {self.root} is open read-only (create=False); cannot append")
         chunked = {k: np.asarray(v) for k, v in chunked.items()}
         arrays = {k: np.asarray(v) for k, v in (arrays or {}).items()}
         self._check_schema({**chunked, **arrays}, "array")
-        on_disk = self._shard_files()
-        number = int(_SHARD_FILE.match(on_disk[-1]).group(1)) + 1 if on_disk else 0  # type: ignore[union-attr]
+        numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _NUMBERED_FILE.match(p.name))]
+        number = max(numbers) + 1 if numbers else 0
         name = f"shard_{number:06d}.npz"
         header = {
             "chunked": {
@@ -293,7 +407,7 @@ class EpisodeStore(ArrayStore):
         if not isinstance(episode, Episode):
             raise TypeError(f"EpisodeStore.append expects an Episode, got {type(episode).__name__}")
         if "frames" in self._schema and self._schema["frames"][0] != episode.frame_shape:
-            raise ValueError(
+            raise StoreError(
                 f"episode frames have shape {episode.frame_shape} (H, W, 3) per frame, but store "
                 f"{self.root} holds {self._schema['frames'][0]}; resize the frames or use "
                 "another store"
@@ -407,4 +521,4 @@ class EpisodeStore(ArrayStore):
         (console or Console()).print(table)
 
 
-__all__ = ["ArrayStore", "EpisodeStore", "ShardError", "STORE_FORMAT", "INDEX_NAME"]
+__all__ = ["ArrayStore", "EpisodeStore", "INDEX_NAME", "STORE_FORMAT", "ShardError", "StoreError"]

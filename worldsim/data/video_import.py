@@ -23,6 +23,7 @@ file that was interrupted, so an import resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import warnings
 from collections import Counter
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from worldsim.data.episode import Episode
-from worldsim.data.store import EpisodeStore
+from worldsim.data.store import INDEX_NAME, EpisodeStore
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif")
 _DEFAULT_GIF_DELAY_MS = 100  # what browsers use for a missing or ~0 gif delay
@@ -66,19 +67,53 @@ def _decode_ffmpeg(
     w, h = (int(s) for s in meta["size"])
     fps = float(meta.get("fps") or 0.0)
     if not fps > 0:
+        gen.close()
         raise ValueError(f"no usable frame rate in the stream (fps={meta.get('fps')!r})")
+    expected = _expected_frames(meta, fps)
+    if expected is not None:  # before decoding: count the packets present (no decoding)
+        present = imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+        if _too_few(present, expected):
+            gen.close()
+            raise VideoImportError(path, _truncated(present, expected, fps))
 
     def frames() -> _Frames:
+        i = 0
         try:
-            for i, raw in enumerate(gen):
+            for i, raw in enumerate(gen, start=1):
                 frame = np.frombuffer(raw, dtype=np.uint8)
                 if frame.size != h * w * 3:
-                    raise ValueError(f"frame {i} has {frame.size} bytes, expected {h}x{w}x3")
-                yield (i - 0.5) / fps, (i + 0.5) / fps, frame.reshape(h, w, 3)
+                    raise ValueError(f"frame {i - 1} has {frame.size} bytes, expected {h}x{w}x3")
+                yield (i - 1.5) / fps, (i - 0.5) / fps, frame.reshape(h, w, 3)
+            if expected is not None and _too_few(i, expected):
+                raise VideoImportError(path, _truncated(i, expected, fps, "decoded"))
         finally:
             gen.close()  # stops the ffmpeg process when decoding ends early
 
     return fps, (h, w), frames()
+
+
+def _expected_frames(meta: dict[str, Any], fps: float) -> int | None:
+    """Frames the container says the video has (its duration times the frame rate)."""
+    nframes = meta.get("nframes")
+    if isinstance(nframes, (int, float)) and np.isfinite(nframes) and nframes > 0:
+        return int(nframes)
+    duration = meta.get("duration")
+    if isinstance(duration, (int, float)) and np.isfinite(duration) and duration > 0:
+        return int(round(duration * fps))
+    return None
+
+
+def _too_few(frames: int, expected: int) -> bool:
+    """Fewer frames than the container reports, beyond rounding (2 frames or 2 %)."""
+    return frames < expected - max(2, int(0.02 * expected))
+
+
+def _truncated(frames: int, expected: int, fps: float, verb: str = "holds") -> str:
+    return (
+        f"truncated or damaged: the file {verb} {frames} frames, but its container reports "
+        f"{expected} ({expected / fps:.2f} s at {fps:g} fps), so it is not marked imported "
+        "(repair or re-encode it, or pass skip_bad=true to skip it)"
+    )
 
 
 def _decode_gif(
@@ -283,10 +318,11 @@ def import_videos(
     Returns a summary: ``files``, ``imported``, ``skipped`` (already in the store), ``bad``
     (``[{"file", "reason"}]``), ``episodes_written``, ``frames_written``.
 
-    Raises ``VideoImportError`` naming the file for an unreadable or corrupt video.
+    Raises ``VideoImportError`` naming the file for an unreadable, corrupt or truncated video
+    (fewer frames than its container reports), and naming the folder when it holds no video.
+    The store folder is created only when there is a video to import, and removed again when
+    nothing could be imported into it.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     src = Path(src_dir)
     if not src.is_dir():
         raise FileNotFoundError(f"import_videos: source folder {src} does not exist")
@@ -296,8 +332,35 @@ def import_videos(
         size = (int(size[0]), int(size[1]))
     if fps is not None and not fps > 0:
         raise ValueError(f"import_videos: fps must be > 0, got {fps}")
-    store = out if isinstance(out, EpisodeStore) else EpisodeStore(out)
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise VideoImportError(
+            src, f"no video files in this folder or below (accepted: {', '.join(VIDEO_SUFFIXES)})"
+        )
+    new_dir = not isinstance(out, EpisodeStore) and not Path(out).exists()
+    store = out if isinstance(out, EpisodeStore) else EpisodeStore(out)
+    try:
+        return _import_all(src, files, store, size, fps, max_episode_len, skip_bad, progress)
+    finally:
+        if new_dir and len(store) == 0:  # leave no empty store behind
+            (store.root / INDEX_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                store.root.rmdir()
+
+
+def _import_all(
+    src: Path,
+    files: list[Path],
+    store: EpisodeStore,
+    size: tuple[int, int] | None,
+    fps: float | None,
+    max_episode_len: int,
+    skip_bad: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """The loop of ``import_videos`` over ``files``; returns its summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     done = _parts_in_store(store)
     summary: dict[str, Any] = {
         "files": len(files),
