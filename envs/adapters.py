@@ -30,12 +30,21 @@ from gymnasium import spaces
 from PIL import Image
 
 from envs import BUILTIN_GAMES
+from worldsim.config import InputError
 
 _PROCGEN = re.compile(r"^(?:procgen:)?procgen-([a-z]+)-v\d+$")
 
 
-def _missing(package: str, extra: str, note: str = "") -> ModuleNotFoundError:
-    return ModuleNotFoundError(
+class GameError(InputError):
+    """A game cannot be built as asked (unknown id, bad argument); names the id or argument."""
+
+
+class MissingExtraError(GameError, ModuleNotFoundError):
+    """A game needs an optional package that is not installed; names the extra to install."""
+
+
+def _missing(package: str, extra: str, note: str = "") -> MissingExtraError:
+    return MissingExtraError(
         f"this game needs the optional package {package!r}: pip install 'worldsim[{extra}]'{note}"
     )
 
@@ -219,7 +228,7 @@ def _make_ale(env_id: str, frame_skip: int, kwargs: dict[str, Any]) -> gym.Env:
     gym.register_envs(ale_py)
     for key in ("obs_type", "frameskip"):
         if key in kwargs:
-            raise ValueError(
+            raise GameError(
                 f"make_env({env_id!r}): {key!r} is set by make_env (rgb, frame_skip); drop it"
             )
     return gym.make(env_id, obs_type="rgb", frameskip=frame_skip, **kwargs)
@@ -230,10 +239,12 @@ def _make_gym(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as err:
         builtin = ", ".join(BUILTIN_GAMES)
-        raise ValueError(
-            f"unknown or unbuildable game id {env_id!r}: {err}. Use one of the built-in games "
-            f"({builtin}), an ALE id such as 'ALE/Breakout-v5', 'procgen:procgen-coinrun-v0', "
-            "'crafter', or any registered gymnasium id"
+        raise GameError(
+            f"unknown or unbuildable game id {env_id!r}: {err} Use one of the built-in games "
+            f"({builtin}), an ALE id such as 'ALE/Breakout-v5' (extra: worldsim[atari]), "
+            "'procgen:procgen-coinrun-v0' (worldsim[procgen]), 'crafter' (worldsim[crafter]), "
+            "or a registered gymnasium id (list them: python -c 'import gymnasium; "
+            "gymnasium.pprint_registry()')"
         ) from err
 
 
@@ -247,9 +258,9 @@ def make_env(env_id: str, *, size: int = 64, frame_skip: int = 1, **kwargs: Any)
         **kwargs: passed to the game's constructor (``gymnasium.make`` kwargs).
     """
     if not isinstance(size, int) or size < 8:
-        raise ValueError(f"size={size!r}: must be an integer >= 8")
+        raise GameError(f"size={size!r}: must be an integer >= 8")
     if not isinstance(frame_skip, int) or frame_skip < 1:
-        raise ValueError(f"frame_skip={frame_skip!r}: must be an integer >= 1")
+        raise GameError(f"frame_skip={frame_skip!r}: must be an integer >= 1")
     if env_id in BUILTIN_GAMES:
         env = gym.make(env_id, size=size, **kwargs)
         return FrameSkip(env, frame_skip) if frame_skip > 1 else env
@@ -267,7 +278,7 @@ def make_env(env_id: str, *, size: int = 64, frame_skip: int = 1, **kwargs: Any)
     elif env_id.split(":")[0] == "crafter":
         variant = env_id.partition(":")[2]
         if variant not in ("", "reward", "noreward"):
-            raise ValueError(
+            raise GameError(
                 f"{env_id!r}: crafter variants are 'crafter', 'crafter:reward', 'crafter:noreward'"
             )
         env = CrafterEnv(size=size, reward=variant != "noreward", **kwargs)

@@ -21,6 +21,7 @@ Shapes (einops letters): ``n`` running environments, ``t`` frames, ``h w c`` pix
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -33,6 +34,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.adapters import make_env
+from worldsim.config import InputError
 from worldsim.data import Episode, EpisodeStore
 
 PolicyFn = Callable[[np.ndarray, np.random.Generator], Any]
@@ -100,13 +102,13 @@ def _check_resume(store: EpisodeStore, expect: dict[str, Any]) -> set[int]:
     for i in range(len(store)):
         meta = store.metadata(i)
         if "episode_index" not in meta:
-            raise ValueError(
+            raise InputError(
                 f"{store.root} holds episode {i} not written by envs.record (no 'episode_index' "
                 "in its metadata); record into an empty or a record-made directory"
             )
         for key, value in expect.items():
             if meta.get(key) != value:
-                raise ValueError(
+                raise InputError(
                     f"cannot resume into {store.root}: stored episode {i} has {key}="
                     f"{meta.get(key)!r} but this run has {key}={value!r}; use the same "
                     "arguments or another directory"
@@ -135,7 +137,8 @@ def record(
     Args:
         env_id: any id ``envs.make_env`` accepts.
         episodes: how many episodes ``out`` should hold when done (a re-run resumes).
-        out: ``EpisodeStore`` directory (created when missing).
+        out: ``EpisodeStore`` directory, created once the game is built (an unknown id or a
+            missing extra leaves nothing behind).
         policy: ``"random"`` (uniform), ``"sticky"`` (repeat the previous action with
             probability ``sticky_prob``, else uniform: runs of one action), or a callable
             ``policy(obs_batch [n, h, w, c] uint8, rng) -> actions [n]`` (or ``[n, d]``).
@@ -151,20 +154,24 @@ def record(
         return and length of the written episodes, the store's episode count and size.
     """
     if isinstance(policy, str) and policy not in POLICIES:
-        raise ValueError(f"policy={policy!r}: allowed values are {POLICIES} or a callable")
+        raise InputError(f"policy={policy!r}: allowed values are {POLICIES} or a callable")
     if not isinstance(policy, str) and not callable(policy):
         raise TypeError(
             f"policy must be one of {POLICIES} or a callable, got {type(policy).__name__}"
         )
     if episodes < 0 or num_envs < 1:
-        raise ValueError(f"need episodes >= 0 and num_envs >= 1, got {episodes}, {num_envs}")
+        raise InputError(f"need episodes >= 0 and num_envs >= 1, got {episodes}, {num_envs}")
     if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps={max_steps}: must be >= 1 or None")
+        raise InputError(f"max_steps={max_steps}: must be >= 1 or None")
     if not 0.0 <= sticky_prob <= 1.0:
-        raise ValueError(f"sticky_prob={sticky_prob}: must lie in [0, 1]")
+        raise InputError(f"sticky_prob={sticky_prob}: must lie in [0, 1]")
     policy_name = (
         policy if isinstance(policy, str) else getattr(policy, "__qualname__", repr(policy))
     )
+    make = functools.partial(make_env, env_id, size=size, frame_skip=frame_skip, **(env_kwargs or {}))
+    first_env = None
+    if not os.path.exists(out):  # build the game first: a bad id leaves no empty store behind
+        first_env = make()
     store = EpisodeStore(out)
     expect = {
         "source": env_id,
@@ -192,12 +199,13 @@ def record(
         "frames_per_second": 0.0,
     }
     if not todo:
+        if first_env is not None:
+            first_env.close()
         return {**summary, "episodes_in_store": len(store), "bytes_on_disk": store.bytes_on_disk()}
 
-    slots = [
-        _Slot(make_env(env_id, size=size, frame_skip=frame_skip, **(env_kwargs or {})))
-        for _ in range(min(num_envs, len(todo)))
-    ]
+    games = [first_env or make()]
+    games += [make() for _ in range(min(num_envs, len(todo)) - 1)]
+    slots = [_Slot(game) for game in games]
     space = slots[0].env.action_space
     meanings = getattr(slots[0].env.unwrapped, "get_action_meanings", None)
     metadata = {

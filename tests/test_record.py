@@ -160,3 +160,27 @@ def test_kill_minus_9_then_resume_equals_uninterrupted(tmp_path):
         record("worldsim/Scroller-v0", target, killed, progress=False, **args)["episodes_written"]
         == 0
     )
+
+
+def test_a_truncated_shard_is_moved_aside_and_its_episode_recorded_again(tmp_path):
+    args = dict(policy="sticky", num_envs=2, seed=1, size=16, max_steps=8, progress=False)
+    record("worldsim/Scroller-v0", 4, tmp_path / "a", **args)
+    record("worldsim/Scroller-v0", 4, tmp_path / "clean", **args)
+    shard = tmp_path / "a" / "shard_000002.npz"
+    lost = EpisodeStore(tmp_path / "a", create=False).metadata(2)["episode_index"]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=r"shard_000002.npz: corrupt shard .*moved aside"):
+        summary = record("worldsim/Scroller-v0", 4, tmp_path / "a", **args)
+    assert summary["episodes_written"] == 1
+    assert (tmp_path / "a" / "shard_000002.npz.bad").stat().st_size == 100
+    resumed = EpisodeStore(tmp_path / "a", create=False)
+    assert resumed.metadata(3)["episode_index"] == lost
+    assert_same_episodes(resumed, EpisodeStore(tmp_path / "clean", create=False))
+
+
+def test_unknown_game_leaves_no_folder_behind(tmp_path):
+    from envs.adapters import GameError
+
+    with pytest.raises(GameError, match="'Nope/NotAGame-v0'"):
+        record("Nope/NotAGame-v0", 2, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

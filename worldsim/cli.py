@@ -13,12 +13,17 @@ A bare word right after the command is its mode: ``worldsim agent train ...`` is
 ``worldsim agent mode=train ...`` (for commands whose config has a ``mode`` key).
 
 Flags: ``--cfg`` prints the composed config and exits; ``--help`` lists the commands.
+
+Errors in what the user gave (``USER_ERRORS``: a config value, a file, a game id, a store, a
+bundle, a diverged training run) print one ``error: ...`` line and exit with status 2; any other
+exception is a bug and keeps its traceback. Warnings print as one ``warning: ...`` line.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -34,6 +39,34 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": ("worldsim.rollout:run", "write an mp4 of generated worlds: bundle=DIR out=FILE"),
 }
 PLUGIN_GROUP = "worldsim.commands"
+
+#: Exceptions that mean the user's input cannot be used, as ``module:Class``. Each names the
+#: key, file or id at fault. Their modules are not imported here: an exception of a class can
+#: only exist once its module is loaded.
+USER_ERRORS: tuple[str, ...] = (
+    "worldsim.config:InputError",  # ConfigError and other input checks (a ValueError)
+    "worldsim.data.store:StoreError",
+    "worldsim.data.shards:ShardError",
+    "worldsim.data.video_import:VideoImportError",
+    "worldsim.data.latent_store:LatentStoreError",
+    "worldsim.bundle:BundleError",
+    "worldsim.weights:WeightsError",
+    "worldsim.training.base:TrainingDiverged",
+)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of ``USER_ERRORS`` (printed as one line, not a traceback)."""
+    for spec in USER_ERRORS:
+        module, _, name = spec.partition(":")
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return False
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
 
 def _plugin_commands() -> dict[str, tuple[str, str]]:
@@ -80,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     show_cfg = "--cfg" in rest
     rest = [a for a in rest if a != "--cfg"]
     try:
-        if show_cfg:
-            print(to_yaml(compose(name, rest)))
-            return 0
-        run_command(name, rest)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            if show_cfg:
+                print(to_yaml(compose(name, rest)))
+                return 0
+            run_command(name, rest)
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume.", file=sys.stderr)

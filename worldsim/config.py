@@ -8,18 +8,32 @@ editable install, or through ``$WORLDSIM_CONFIG_DIR``). Each command has a prima
 We use Hydra's compose API rather than ``@hydra.main`` so that nothing changes the working
 directory and a command can be called from Python (tests, the quickstart pipeline) as easily as
 from the shell. The composed config is in struct mode: overriding a key that does not exist
-fails with Hydra's message naming the key.
+fails, naming the key and the closest existing one. ``+key=value`` adds a key only inside a
+node that is handed whole to a constructor (a node with ``_target_``, whose fields are checked
+when it is instantiated, or a ``kwargs`` node); anywhere else an unknown key would be ignored,
+so it is refused too.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """The user's input (a config value, a file, a game id) cannot be used; names it.
+
+    The ``worldsim`` command prints these as one ``error:`` line (exit status 2), not a
+    traceback; a plain ``ValueError`` is treated as a bug.
+    """
+
+
+class ConfigError(InputError):
     """A command's overrides do not compose into a valid config."""
 
 
@@ -76,13 +90,94 @@ def compose(command: str, overrides: list[str] | None = None) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(root), version_base="1.3", job_name=command):
-            cfg = hydra_compose(config_name=command, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"worldsim {command}: {err}") from err
+            try:
+                cfg = hydra_compose(config_name=command, overrides=overrides)
+            except (HydraException, OmegaConfBaseException) as err:
+                bad = _UNKNOWN_KEY.match(str(err))
+                if bad is None:
+                    raise ConfigError(f"worldsim {command}: {err}") from err
+                rest = [o for o in overrides if o.lstrip("+").partition("=")[0] != bad.group(1)]
+                keys = _all_keys(_base_config(command, rest))
+                raise ConfigError(_unknown_key_message(command, bad.group(1), keys)) from err
+            _refuse_added_keys(command, cfg, overrides)
     finally:
         GlobalHydra.instance().clear()
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+_UNKNOWN_KEY = re.compile(r"^Could not override '([^']+)'")
+
+
+def _base_config(command: str, overrides: list[str]) -> DictConfig | None:
+    """The config composed without the offending override (inside an initialised hydra)."""
+    from hydra import compose as hydra_compose
+
+    for attempt in (overrides, []):
+        try:
+            return hydra_compose(config_name=command, overrides=attempt)
+        except Exception:  # noqa: BLE001 - only used to find key names for a hint
+            continue
+    return None
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config (``env.size``, ``data.batch_size``, ...)."""
+    if not isinstance(node, DictConfig):
+        return []
+    keys = []
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            keys += _all_keys(child, f"{full}.")
+    return keys
+
+
+def _unknown_key_message(command: str, key: str, candidates: list[str]) -> str:
+    """``unknown key 'episodez'; did you mean 'episodes'? ...`` on one line."""
+    close = difflib.get_close_matches(key, [c for c in candidates if c != key], n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    return (
+        f"worldsim {command}: unknown key {key!r}{hint} Unknown keys are refused; "
+        f"`worldsim {command} --cfg` prints every key."
+    )
+
+
+def _open_node(cfg: DictConfig, parent: str) -> bool:
+    """Whether keys may be added under ``parent``: a ``_target_`` node or a ``kwargs`` node."""
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return False
+    return "_target_" in node or parent.rsplit(".", 1)[-1] == "kwargs"
+
+
+def _refuse_added_keys(command: str, cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse ``+key=value`` where nothing would read ``key`` (it would be silently ignored).
+
+    Runs inside an initialised hydra (``_base_config`` composes again for ``++``).
+    """
+    for item in overrides:
+        if not item.startswith("+"):
+            continue
+        key = item.lstrip("+").partition("=")[0]
+        if group_options(key.replace(".", "/")):  # +group=option selects a config group
+            continue
+        parent = key.rpartition(".")[0]
+        if any(_open_node(cfg, p) for p in [parent, *_parents(parent)] if p):
+            continue
+        if item.startswith("++"):  # ++key=value also overrides an existing key
+            rest = [o for o in overrides if o is not item]
+            if key in _all_keys(_base_config(command, rest)):
+                continue
+        raise ConfigError(_unknown_key_message(command, key, _all_keys(cfg)))
+
+
+def _parents(dotted: str) -> list[str]:
+    """``a.b.c`` -> ``['a.b', 'a']``."""
+    parts = dotted.split(".") if dotted else []
+    return [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -98,3 +193,41 @@ def require(cfg: DictConfig, key: str):
     if value is None:
         raise ConfigError(f"missing value for {key!r}: pass {key}=...")
     return value
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def typed(
+    cfg: DictConfig,
+    key: str,
+    kind: type,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    optional: bool = False,
+):
+    """Read ``key`` as ``kind`` (``int``, ``float``, ``bool`` or ``str``), within bounds.
+
+    ``episodes=abc`` gives ``ConfigError("episodes='abc': expected an integer >= 0")``. With
+    ``optional``, ``null`` is allowed and returned as ``None``. A float key takes integers.
+    """
+    value = OmegaConf.select(cfg, key, default=None) if optional else require(cfg, key)
+    if value is None:
+        return None
+    accepted = (int, float) if kind is float else (kind,)
+    ok = isinstance(value, accepted) and not (kind is not bool and isinstance(value, bool))
+    low_ok = minimum is None or (ok and value >= minimum)
+    high_ok = maximum is None or (ok and value <= maximum)
+    if not (ok and low_ok and high_ok):
+        expected = _KINDS[kind]
+        if minimum is not None and maximum is not None:
+            expected += f" in [{minimum}, {maximum}]"
+        elif minimum is not None:
+            expected += f" >= {minimum}"
+        elif maximum is not None:
+            expected += f" <= {maximum}"
+        if optional:
+            expected += " or null"
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+    return float(value) if kind is float else value

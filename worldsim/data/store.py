@@ -116,9 +116,10 @@ class ArrayStore:
         index_path = self.root / INDEX_NAME
         entries, problem = self._read_index(index_path, on_disk)
         if self.readonly and not on_disk and entries is None:
+            what = "an episode store" if self.kind == "episodes" else f"a store of {self.kind}"
             raise StoreError(
-                f"{self.root} is not {'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} "
-                f"store: it holds no readable {INDEX_NAME} and no shard_*.npz files"
+                f"{self.root} is not {what}: it holds no readable {INDEX_NAME} and no "
+                "shard_*.npz files"
             )
         if problem is not None:
             where = " (in memory: the store is open read-only)" if self.readonly else ""
@@ -189,8 +190,10 @@ class ArrayStore:
         for name, reason in self.bad_shards.items():
             path = self.root / name
             if self.readonly:
-                action = "skipped (the store is open read-only; opening it for writing renames it"
-                action += f" to {name}{BAD_SUFFIX})"
+                action = (
+                    "skipped (the store is open read-only; opening it for writing, e.g. "
+                    f"re-running `worldsim collect` into it, moves it aside as {name}{BAD_SUFFIX})"
+                )
             else:
                 target = path.with_name(name + BAD_SUFFIX)
                 k = 1
