@@ -214,3 +214,28 @@ def test_envs_pass_the_termination_mode_to_the_simulator(lively):
                 WorldModelEnv(lively, termination_scale=bad)
     finally:
         lively.heads.termination_out.load_state_dict(saved)
+
+
+def test_actions_outside_the_space_are_refused_not_cast(bundle_dir):
+    env = WorldModelEnv(bundle_dir, action_type="real", obs_type="latents")
+    with pytest.raises(gym.error.ResetNeeded, match=r"call reset\(\) before step\(\)"):
+        env.step(1)
+    env.reset(seed=0)
+    for bad, error in [(1.7, ValueError), (1.0, ValueError), (-1, ValueError), ([1], ValueError),
+                       ("a", TypeError), (None, TypeError)]:
+        with pytest.raises(error, match=r"not in the action space Discrete\(3\)"):
+            env.step(bad)
+    for good in (1, np.int64(2), np.array(0), torch.tensor(1)):
+        env.step(good)
+
+
+def test_vector_env_refuses_step_before_reset_and_bad_action_batches(bundle_dir):
+    envs = WorldModelVectorEnv(2, bundle_dir, action_type="real", obs_type="latents")
+    with pytest.raises(gym.error.ResetNeeded, match=r"call reset\(\) before step\(\)"):
+        envs.step(np.array([0, 1]))
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match=r"dtype torch.float64 .* expected integers of shape \[2\]"):
+        envs.step(np.array([0.5, 1.7]))
+    with pytest.raises(ValueError, match=r"shape \[3\] .* expected integers of shape \[2\]"):
+        envs.step(np.array([0, 1, 2]))
+    envs.step(np.array([0, 2]))

@@ -74,6 +74,28 @@ def _spaces(sim: Simulator, obs_type: str, action_type: str) -> tuple[spaces.Spa
     return obs, act
 
 
+def _as_action(action: Any, space: spaces.Space) -> np.ndarray:
+    """``action`` as an array of ``space``'s dtype, refused (not cast) when it is not in it.
+
+    A discrete action must be an integer (``1.7`` is refused, not floored); a box action a
+    number array of the box's shape within its bounds. ``TypeError`` for something that is not
+    a number (``"a"``, ``None``), ``ValueError`` for a number outside the space.
+    """
+    value = action.detach().cpu().numpy() if torch.is_tensor(action) else action
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged lists
+        raise TypeError(f"action {action!r} is not a valid action for {space}") from err
+    if arr.dtype.kind not in "iuf" or (isinstance(space, spaces.Discrete) and arr.dtype.kind == "f"):
+        expected = "an integer" if isinstance(space, spaces.Discrete) else "a float array"
+        problem = TypeError if arr.dtype.kind not in "iuf" else ValueError
+        raise problem(f"action {action!r} is not in the action space {space}: expected {expected}")
+    cast = arr.astype(space.dtype)
+    if not space.contains(cast[()] if isinstance(space, spaces.Discrete) else cast):
+        raise ValueError(f"action {action!r} is not in the action space {space}")
+    return cast
+
+
 def _check_options(options: dict[str, Any] | None, allowed: tuple[str, ...]) -> dict[str, Any]:
     options = dict(options or {})
     unknown = sorted(set(options) - set(allowed))
@@ -171,6 +193,7 @@ class WorldModelEnv(gym.Env):
         self.observation_space, self.action_space = _spaces(self.sim, obs_type, action_type)
         self._window = None
         self._steps = 0
+        self._needs_reset = True
 
     def _obs(self) -> np.ndarray:
         if self.obs_type == "pixels":
@@ -185,15 +208,15 @@ class WorldModelEnv(gym.Env):
         if context is None:
             context = int(self.np_random.integers(len(self.sim.bundle.contexts)))
         self.sim.reset(context, generator=gen)
-        self._steps = 0
+        self._steps, self._needs_reset = 0, False
         if self.render_mode == "human":
             self.render()
         return self._obs(), {"uncertainty": 0.0}
 
     def step(self, action):
-        if not self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)):
-            raise ValueError(f"action {action!r} is not in the action space {self.action_space}")
-        act = torch.as_tensor(np.asarray(action, dtype=self.action_space.dtype))[None]
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("WorldModelEnv: call reset() before step()")
+        act = torch.as_tensor(_as_action(action, self.action_space))[None]
         out = self.sim.step(act)
         self._steps += 1
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
@@ -306,6 +329,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         dev = self.sim.device
         self._autoreset = torch.zeros(num_envs, dtype=torch.bool, device=dev)
+        self._needs_reset = True
 
     @property
     def device(self) -> torch.device:
@@ -336,8 +360,13 @@ class WorldModelVectorEnv(VectorEnv):
         context = options.get("context")
         if context is None:
             context = self._draw_contexts(int(mask.sum()))
+        if self._needs_reset and not bool(mask.all()):
+            raise gym.error.ResetNeeded(
+                "WorldModelVectorEnv: the first reset() must reset every world (no reset_mask)"
+            )
         self.sim.reset(context, mask=mask, generator=gen)
         self._autoreset = self._autoreset & ~mask
+        self._needs_reset = False
         u = torch.zeros(self.num_envs, device=self.device)
         return self._out(self._obs()), self._info(u)
 
@@ -348,9 +377,12 @@ class WorldModelVectorEnv(VectorEnv):
         }
 
     def step(self, actions):
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("WorldModelVectorEnv: call reset() before step()")
         acts = torch.as_tensor(
             actions if torch.is_tensor(actions) else np.asarray(actions), device=self.device
         )
+        self._check_actions(acts)
         out = self.sim.step(acts)
         done_before = self._autoreset
         if done_before.any():
@@ -368,6 +400,19 @@ class WorldModelVectorEnv(VectorEnv):
             self._out(truncated),
             self._info(out.uncertainty),
         )
+
+    def _check_actions(self, acts: torch.Tensor) -> None:
+        """Dtype and shape of a batch of actions (no values are read: no device sync)."""
+        space = self.single_action_space
+        discrete = isinstance(space, spaces.Discrete)
+        shape = (self.num_envs,) if discrete else (self.num_envs, *space.shape)
+        kind_ok = not acts.is_floating_point() if discrete else acts.is_floating_point()
+        if acts.dtype == torch.bool or not kind_ok or tuple(acts.shape) != shape:
+            expected = "integers" if discrete else "floats"
+            raise ValueError(
+                f"actions of dtype {acts.dtype} and shape {list(acts.shape)} are not in the "
+                f"action space {self.action_space}: expected {expected} of shape {list(shape)}"
+            )
 
     def render(self):
         if self.render_mode != "rgb_array":
