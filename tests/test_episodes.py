@@ -295,7 +295,7 @@ def test_read_only_open_never_writes(tmp_path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "holiday.jpg").write_bytes(b"not a store")
-    with pytest.raises(StoreError, match=r"photos is not an episodes store: .*no shard_\*\.npz"):
+    with pytest.raises(StoreError, match=r"photos is not an episode store: .*no shard_\*\.npz"):
         EpisodeStore(folder, create=False)
     assert _snapshot(folder) == {"holiday.jpg": b"not a store"}
 

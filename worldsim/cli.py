@@ -98,7 +98,11 @@ def _usage() -> str:
     lines = ["usage: worldsim <command> [mode] [key=value ...] [--cfg]", "", "commands:"]
     for name, (_, text) in sorted(commands().items()):
         lines.append(f"  {name:<12} {text}")
-    lines += ["", "Overrides are hydra's: key=value, group=option, +new_key=value."]
+    lines += [
+        "",
+        "Overrides are hydra's: key=value, group=option; +field=value adds a field to a preset",
+        "(autoencoder, lam, dynamics) or to env.kwargs. Unknown keys are refused.",
+    ]
     return "\n".join(lines)
 
 

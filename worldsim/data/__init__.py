@@ -7,7 +7,7 @@ from worldsim.data.atomic import atomic_path, atomic_write_bytes, atomic_write_j
 from worldsim.data.clips import ClipDataset
 from worldsim.data.episode import STEP_FIELDS, Episode, frames_to_tensor, tensor_to_frames
 from worldsim.data.shards import ShardError, ShardReader, write_shard
-from worldsim.data.store import ArrayStore, EpisodeStore
+from worldsim.data.store import ArrayStore, EpisodeStore, StoreError
 from worldsim.data.video_import import VideoImportError, import_videos
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "EpisodeStore",
     "ShardError",
     "ShardReader",
+    "StoreError",
     "VideoImportError",
     "atomic_path",
     "atomic_write_bytes",

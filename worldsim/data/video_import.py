@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(summary['skipped'])} already present, {len(summary['bad'])} bad; "
         f"{summary['episodes_written']} episodes, {summary['frames_written']} frames written"
     )
-    EpisodeStore(args.out).print_summary()
+    EpisodeStore(args.out, create=False).print_summary()
 
 
 if __name__ == "__main__":
