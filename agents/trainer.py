@@ -5,7 +5,9 @@ batch of worlds: the world model's vector env, or a vector of real games), compu
 lambda-returns with the critic, and takes one gradient step per rollout. It owns everything
 around that: a rich progress bar, a CSV of the return curve (``curve.csv``) and its plot
 (``curve.png``), atomic checkpoints (``checkpoint.pt``, written to a temporary name and
-renamed) and resuming from them.
+renamed) and resuming from them. A checkpoint holds only tensors and plain data (dicts, lists,
+numbers, strings) and is read with ``weights_only=True``: a file holding anything else is
+refused before it can run code.
 
 Both sources follow Gymnasium's ``NEXT_STEP`` auto-reset: the step after a world's episode ended
 ignores the action and returns the new episode's first observation, so that step is masked out
@@ -34,6 +36,7 @@ from agents.actor_critic import (
     actor_critic_loss,
     lambda_returns,
 )
+from worldsim.weights import WeightsError, load_plain
 
 CURVE_FIELDS = (
     "update",
@@ -98,6 +101,22 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def read_checkpoint(path: Path, keys: tuple[str, ...] = ("model", "model_config")) -> dict[str, Any]:
+    """The dict of an agent checkpoint file (tensors and plain data only, see the module
+    docstring); a one-line ``ValueError`` naming the file when it is refused, unreadable or
+    lacks one of ``keys``."""
+    try:
+        ckpt = load_plain(path)
+    except WeightsError as err:
+        raise ValueError(f"agent checkpoint: {err}") from err
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not an agent checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    for key in keys:
+        if key not in ckpt:
+            raise ValueError(f"{path} is not an agent checkpoint: key {key!r} missing")
+    return ckpt
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[ActorCritic, dict[str, Any]]:
     """An agent checkpoint -> (model in eval mode on the CPU, the checkpoint dict)."""
     path = Path(path)
@@ -105,10 +124,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[ActorCritic, dict[str, Any
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no agent checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("model", "model_config"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not an agent checkpoint: key {key!r} missing")
+    ckpt = read_checkpoint(path)
     model = ActorCritic(ActorCriticConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
@@ -204,7 +220,7 @@ class ActorCriticTrainer:
         return self.ckpt_path
 
     def _load(self) -> None:
-        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(self.ckpt_path, tuple(self._state()))
         saved = ActorCriticConfig.from_dict(ckpt["model_config"])
         if saved != self.model.cfg:
             raise ValueError(
@@ -364,6 +380,7 @@ __all__ = [
     "TrainConfig",
     "atomic_save",
     "load_checkpoint",
+    "read_checkpoint",
     "plot_curves",
     "read_curve",
     "write_curve",

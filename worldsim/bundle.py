@@ -49,7 +49,8 @@ from worldsim.binding import ActionBinding
 from worldsim.dynamics import DynamicsConfig, DynamicsModel
 from worldsim.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.latent_action import LatentActionConfig, LatentActionModel
-from worldsim.weights import WeightsError, load_into, save_weights
+from worldsim.start_context import read_contexts
+from worldsim.weights import WeightsError, build_and_load, save_weights
 
 BUNDLE_FORMAT = 1
 SUPPORTED_FORMATS = (1,)
@@ -64,7 +65,7 @@ _NETWORKS: dict[str, tuple[type, type]] = {
 }
 
 
-class BundleError(RuntimeError):
+class BundleError(ValueError):
     """A bundle directory is missing, incomplete, of an unknown format, or inconsistent."""
 
 
@@ -314,12 +315,11 @@ def _build(root: Path, name: str, configs: dict[str, Any]) -> nn.Module:
         raise BundleError(
             f"bundle {root}: bundle.json networks.{name} is not a valid config: {err}"
         ) from err
-    net = cls(cfg)
     for suffix in (".json", ".safetensors"):
         if not (root / f"{name}{suffix}").is_file():
             raise BundleError(f"bundle {root}: missing file {name}{suffix}")
-    try:
-        load_into(net, root, name)
+    try:  # the file's shapes are checked against the config before the network is built
+        net = build_and_load(lambda: cls(cfg), root, name, root / "bundle.json")
     except WeightsError as err:
         raise BundleError(f"bundle {root}: {name} weights do not fit their config: {err}") from err
     return net.eval()
@@ -361,28 +361,24 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise BundleError(f"bundle {root}: latent_stats.json lacks key {err}") from err
     if mean.shape != (c,) or std.shape != (c,):
         raise BundleError(f"bundle {root}: latent_stats.json mean/std must have {c} channels")
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise BundleError(
+            f"bundle {root}: latent_stats.json needs finite mean and std > 0, got mean "
+            f"{mean.tolist()} std {std.tolist()}"
+        )
     binding = None
     if (root / "binding.json").is_file():
         try:
             binding = ActionBinding.from_dict(_read_json(root / "binding.json"))
         except ValueError as err:
             raise BundleError(f"bundle {root}: binding.json: {err}") from err
-    if not (root / "contexts.npz").is_file():
-        raise BundleError(f"bundle {root}: missing file contexts.npz")
-    with np.load(root / "contexts.npz") as data:
-        if "frames" not in data:
-            raise BundleError(f"bundle {root}: contexts.npz lacks the 'frames' array")
-        frames = data["frames"]
-        if "actions_codes" in data:
-            actions: Any = (data["actions_codes"], data["actions_vectors"])
-        else:
-            actions = data["actions"] if "actions" in data else None
     ae = nets["autoencoder"]
-    if tuple(frames.shape[2:4]) != (ae.cfg.frame_height, ae.cfg.frame_width):
-        raise BundleError(
-            f"bundle {root}: contexts.npz frames {list(frames.shape)} do not match the "
-            f"autoencoder's {ae.cfg.frame_height}x{ae.cfg.frame_width}"
+    try:
+        frames, actions = read_contexts(
+            root / "contexts.npz", (ae.cfg.frame_height, ae.cfg.frame_width)
         )
+    except ValueError as err:
+        raise BundleError(f"bundle {root}: {err}") from err
     return Bundle(
         path=root,
         autoencoder=ae,
