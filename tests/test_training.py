@@ -1,7 +1,8 @@
-"""The training entry: checkpoints, logs, pictures, exact resume, clear errors, DDP (slow)."""
+"""The training entry: checkpoints, logs, pictures, exact resume, guards, clear errors, DDP (slow)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import torch
 
 from worldsim.config import ConfigError, compose
 from worldsim.training.base import TrainingDiverged
+from worldsim.training.callbacks import DivergenceGuard
 from worldsim.training.train import run
 
 
@@ -24,7 +26,7 @@ def tiny_cfg(store: Path, run_dir: Path, *extra: str):
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return ckpt["state_dict"]
 
 
@@ -67,8 +69,8 @@ def test_resume_ends_with_the_same_weights(tiny_store, tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGINT, handler)
     first_half = final_weights(split)
-    assert torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 10
-    first_seconds = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["StepTimer"]["elapsed"]
+    assert torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    first_seconds = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["StepTimer"]["elapsed"]
     assert first_seconds > 0
     monkeypatch.setattr(AutoencoderModule, "compute_loss", original)
     t0 = time.perf_counter()
@@ -98,13 +100,93 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
 
     monkeypatch.setattr(AutoencoderModule, "compute_loss", poisoned)
     run_dir = tmp_path / "nan"
-    with pytest.raises(TrainingDiverged, match="step 13"):
+    with pytest.raises(TrainingDiverged, match=r"step 13 .*the last good checkpoint \(step 10\) is kept"):
         run(tiny_cfg(tiny_store, run_dir))
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 10
     assert all(
         torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
     )
+
+
+def test_nan_before_any_checkpoint_says_none_was_written(tiny_store, tmp_path):
+    """lr=1e3 turns the tiny autoencoder's loss into NaN at step 3, before the first checkpoint."""
+    run_dir = tmp_path / "early"
+    with pytest.raises(TrainingDiverged, match="step 3 .*no checkpoint was written") as err:
+        run(tiny_cfg(tiny_store, run_dir, "trainer.lr=1e3", "trainer.schedule=constant"))
+    assert "is kept" not in str(err.value)
+    assert not list((run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_metrics_csv_keeps_its_rows_across_a_resume(tiny_store, tmp_path, monkeypatch):
+    """A run stopped at step 17 without a checkpoint of its own (as by kill -9: last.ckpt is
+    the one of step 10) and resumed: the rows before step 10 stay, the rows of steps 10-16
+    are those of the resumed run, each step once."""
+    from worldsim.training.autoencoder_module import AutoencoderModule
+
+    original = AutoencoderModule.compute_loss
+
+    def killed(self, batch):
+        if self.global_step == 17:  # ExitCheckpoint writes nothing for TrainingDiverged
+            raise TrainingDiverged("simulated kill", since=17)
+        return original(self, batch)
+
+    run_dir = tmp_path / "csv"
+    monkeypatch.setattr(AutoencoderModule, "compute_loss", killed)
+    with pytest.raises(TrainingDiverged):
+        run(tiny_cfg(tiny_store, run_dir, "trainer.log_every=1"))
+    before = [r for r in metric_rows(run_dir) if r["train/loss"]]
+    assert [int(r["step"]) for r in before] == list(range(17))
+    monkeypatch.setattr(AutoencoderModule, "compute_loss", original)
+    run(tiny_cfg(tiny_store, run_dir, "trainer.log_every=1", "resume=true"))
+    rows = metric_rows(run_dir)
+    train = [r for r in rows if r["train/loss"]]
+    assert [int(r["step"]) for r in train] == list(range(20))
+    assert [r["train/loss"] for r in train[:10]] == [r["train/loss"] for r in before[:10]]
+    assert any(r.get("val/recon_psnr") for r in rows)
+
+
+def test_divergence_guard_rule():
+    guard = DivergenceGuard(factor=10, patience=3, warmup=4, window=5)
+    healthy = [1.0, 0.9, 1.2, 0.8, 0.85, 0.7, 0.75]
+    for step, loss in enumerate(healthy):
+        guard.check(step, loss)
+    for step, loss in enumerate([50.0, 60.0, 0.7, 80.0, 0.6], start=7):  # spikes, not a run of 3
+        guard.check(step, loss)
+    assert max(guard.losses) < 2  # high losses stay out of the median
+    guard.check(12, 30.0)
+    guard.check(13, 40.0)
+    with pytest.raises(TrainingDiverged, match=r"at step 14: 3 steps in a row above 10 x .*since step 12"):
+        guard.check(14, 1e4)
+    early = DivergenceGuard(factor=10, patience=1, warmup=4, window=5)
+    for step, loss in enumerate([1.0, 100.0, 1e4, 1e5]):  # warm-up: not compared yet
+        early.check(step, loss)
+    with pytest.raises(ValueError, match="factor > 1"):
+        DivergenceGuard(factor=1, patience=3, warmup=0, window=5)
+
+
+GUARD = "trainer.divergence={factor: 5, patience: 3, warmup: 1, window: 10}"
+
+
+def test_finite_blow_up_stops_the_run_naming_the_step(tiny_store, tmp_path):
+    """lr=10 (warm-up over 20 steps) takes the tiny autoencoder's loss from 1 to 60-600 and it
+    stays finite; the guard stops the run like the NaN guard."""
+    run_dir = tmp_path / "blow"
+    with pytest.raises(TrainingDiverged, match=r"loss diverged at step 3: 3 steps in a row .*since step 1") as err:
+        run(tiny_cfg(tiny_store, run_dir, "trainer.lr=10", "trainer.warmup_steps=20", GUARD))
+    assert "no checkpoint was written" in str(err.value)
+    assert not (run_dir / "model").exists()
+
+
+def test_divergence_guard_leaves_a_healthy_run_alone(tiny_store, tmp_path):
+    assert run(tiny_cfg(tiny_store, tmp_path / "ok", GUARD))["steps"] == 20
+    with pytest.raises(ConfigError, match="trainer.divergence"):
+        run(tiny_cfg(tiny_store, tmp_path / "bad", "trainer.divergence.factor=0.5"))
 
 
 def test_bf16_mixed_trains_the_dynamics(tiny_store, tmp_path):
@@ -180,6 +262,6 @@ def test_ddp_on_cpu_with_two_processes(tiny_store, tmp_path):
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 10
     assert (run_dir / "model" / "autoencoder.safetensors").is_file()

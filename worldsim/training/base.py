@@ -17,7 +17,29 @@ from torch import nn
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss stopped being finite; the last good checkpoint is kept."""
+    """The loss stopped being finite (the NaN guard below) or blew up while finite (the
+    divergence guard, ``callbacks.DivergenceGuard``). No checkpoint is written after it;
+    ``callbacks.ExitCheckpoint`` fills in which one is kept, and the message says so: the last
+    good checkpoint (one of a step before ``since``, the first bad one), one holding weights of
+    ``since`` or later, or none at all.
+    """
+
+    def __init__(self, message: str, *, since: int) -> None:
+        super().__init__(message)
+        self.since = since
+        self.checkpoint_known = False
+        self.checkpoint_step: int | None = None
+
+    def __str__(self) -> str:
+        message = str(self.args[0])
+        if not self.checkpoint_known:
+            return message
+        if self.checkpoint_step is None:
+            return f"{message}; no checkpoint was written before it, so there is nothing to resume from"
+        if self.checkpoint_step < self.since:
+            return f"{message}; the last good checkpoint (step {self.checkpoint_step}) is kept"
+        return (f"{message}; the last checkpoint (step {self.checkpoint_step}) holds weights from the first "
+                f"bad step ({self.since}) or later, so resuming from it may diverge again")
 
 
 @dataclass
@@ -74,7 +96,8 @@ class StageModule(L.LightningModule):
             raise TrainingDiverged(
                 f"loss became {loss.item()} at step {self.global_step} (parts: "
                 + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1)
-                + "); the last good checkpoint is kept"
+                + ")",
+                since=self.global_step,
             )
         logs = {f"train/{k}": v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=self._batch_size(batch))

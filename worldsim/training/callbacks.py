@@ -1,13 +1,22 @@
-"""Callbacks shared by every stage: checkpoint on exit, sample pictures, wall-clock budget."""
+"""What every stage's trainer carries: checkpoint on exit, the divergence guard, sample
+pictures, wall-clock budget, and a CSV logger that keeps its rows across resumes."""
 
 from __future__ import annotations
 
+import csv
+import math
+import statistics
 import time
+from collections import deque
 from pathlib import Path
 
 import lightning as L
 import numpy as np
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from worldsim.data.atomic import atomic_path
 from worldsim.training.base import TrainingDiverged
 
 LAST = "last.ckpt"
@@ -15,24 +24,100 @@ LAST = "last.ckpt"
 
 class ExitCheckpoint(L.Callback):
     """Writes ``last.ckpt`` when training ends, normally or by interruption (Ctrl-C, SIGTERM,
-    an error), so ``resume=true`` continues from there. On divergence (a NaN loss) it writes
-    nothing, so the last good checkpoint stays in place.
+    an error), so ``resume=true`` continues from there. On divergence (:class:`TrainingDiverged`)
+    it writes nothing, so the last checkpoint written before stays in place, and it tells the
+    exception which step that checkpoint holds (or that none was written).
     """
 
     def __init__(self, dirpath: Path) -> None:
         self.dirpath = Path(dirpath)
+        self.saved_step: int | None = None  # global step of the latest checkpoint of this run
 
     @property
     def path(self) -> Path:
         return self.dirpath / LAST
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.saved_step = int(checkpoint["global_step"])
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.saved_step = int(checkpoint["global_step"])
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.save_checkpoint(self.path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, TrainingDiverged) or trainer.global_step == 0:
+        if isinstance(exception, TrainingDiverged):
+            exception.checkpoint_known = True
+            exception.checkpoint_step = self.saved_step if self.path.is_file() else None
+            return
+        if trainer.global_step == 0:
             return
         trainer.save_checkpoint(self.path)
+
+
+class DivergenceGuard(L.Callback):
+    """Stops a run whose loss stays finite but blows up: after ``warmup`` steps, a loss above
+    ``factor`` x the median of the last ``window`` losses counts as high; ``patience`` high
+    losses in a row raise :class:`TrainingDiverged` (like the NaN guard in ``base.py``). High
+    losses do not enter the window, so the median stays that of the healthy run. Its state
+    travels in the checkpoint, so a resumed run keeps watching from where it was.
+    """
+
+    def __init__(self, factor: float, patience: int, warmup: int, window: int) -> None:
+        if not factor > 1 or int(patience) < 1 or int(warmup) < 0 or int(window) < 1:
+            raise ValueError(
+                "trainer.divergence needs factor > 1, patience >= 1, warmup >= 0 and window >= 1 "
+                f"(or null to switch it off), got factor={factor}, patience={patience}, "
+                f"warmup={warmup}, window={window}"
+            )
+        self.factor, self.patience, self.warmup = float(factor), int(patience), int(warmup)
+        self.losses: deque[float] = deque(maxlen=int(window))
+        self.seen = 0  # losses looked at (counts across resumes)
+        self.high: list[float] = []  # the current run of high losses
+        self.since: int | None = None  # step of the first of them
+
+    def check(self, step: int, loss: float) -> None:
+        """Look at the loss of training step ``step``; raises :class:`TrainingDiverged`."""
+        self.seen += 1
+        if self.seen > self.warmup and self.losses:
+            median = statistics.median(self.losses)
+            if loss > self.factor * median:
+                if not self.high:
+                    self.since = step
+                self.high.append(loss)
+                if len(self.high) >= self.patience:
+                    raise TrainingDiverged(
+                        f"loss diverged at step {step}: {len(self.high)} steps in a row above "
+                        f"{self.factor:g} x its running median {median:.4g} (since step {self.since}, "
+                        f"last {loss:.4g}; trainer.divergence sets the rule)",
+                        since=self.since,
+                    )
+                return
+        self.high, self.since = [], None
+        if math.isfinite(loss):
+            self.losses.append(loss)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # global_step already counts this batch's optimizer step.
+        self.check(trainer.global_step - 1, float(loss))
+
+    def state_dict(self) -> dict:
+        return {"losses": list(self.losses), "seen": self.seen, "high": list(self.high), "since": self.since}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.losses.clear()
+        self.losses.extend(float(x) for x in state_dict["losses"])
+        self.seen, self.high, self.since = int(state_dict["seen"]), list(state_dict["high"]), state_dict["since"]
+
+
+def divergence_guard(settings) -> DivergenceGuard | None:
+    """The guard for ``trainer.divergence`` (a mapping of factor, patience, warmup, window), or
+    None when it is switched off (``null``, or ``factor: 0``)."""
+    if settings is None or not settings["factor"]:
+        return None
+    return DivergenceGuard(**settings)
 
 
 class SampleImages(L.Callback):
@@ -102,6 +187,57 @@ class StepTimer(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.before = float(state_dict.get("elapsed", 0.0))
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept (its rows from
+    steps before ``keep_before``) instead of deleted, and rows are appended to it."""
+
+    def __init__(self, log_dir: str, keep_before: int) -> None:
+        self.keep_before = keep_before
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # called by __init__ instead of deleting the file
+        path = Path(self.metrics_file_path)
+        if self.keep_before <= 0 or not path.is_file():
+            path.unlink(missing_ok=True)
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys = sorted(reader.fieldnames or [])
+            rows = [row for row in reader if _step_of(row) < self.keep_before]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = keys
+
+
+def _step_of(row: dict) -> float:
+    try:
+        return float(row.get("step") or "inf")
+    except ValueError:
+        return math.inf
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``<run_dir>/logs/metrics.csv`` across resumes: a run resumed from a checkpoint at step
+    ``keep_before`` keeps the earlier rows of steps before it (rows logged after that checkpoint
+    by the interrupted run are replaced by the resumed run's), and every logged row is written
+    at once, so a killed run loses none that its checkpoint covers. A run that does not resume
+    starts a new file."""
+
+    def __init__(self, save_dir: str, keep_before: int) -> None:
+        super().__init__(save_dir, name="logs", version="", flush_logs_every_n_steps=1)
+        self.keep_before = keep_before
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(self.log_dir, self.keep_before)
+        return self._experiment
 
 
 def trained_seconds(trainer: L.Trainer) -> float:

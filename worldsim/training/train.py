@@ -5,7 +5,7 @@ Lightning's Trainer with our callbacks, and resumes from ``<run_dir>/checkpoints
 when ``resume=true``. Layout of a run directory::
 
     <run_dir>/checkpoints/   Lightning checkpoints (every trainer.ckpt_every steps, and last.ckpt)
-    <run_dir>/logs/          CSV and TensorBoard logs
+    <run_dir>/logs/          CSV and TensorBoard logs (metrics.csv keeps its rows across resumes)
     <run_dir>/samples/       pictures saved during training
     <run_dir>/model/         the trained network as safetensors + JSON config (what later stages load)
     <run_dir>/config.yaml    the composed config of the run
@@ -22,14 +22,22 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from worldsim.config import ConfigError
 from worldsim.training.base import OptimConfig, StageModule
-from worldsim.training.callbacks import LAST, ExitCheckpoint, SampleImages, StepTimer
+from worldsim.training.callbacks import (
+    LAST,
+    ExitCheckpoint,
+    ResumableCSVLogger,
+    SampleImages,
+    StepTimer,
+    divergence_guard,
+)
 from worldsim.training.sampling import FixedSubset, StepSampler, loader_generator
+from worldsim.weights import WeightsError, load_plain
 
 
 @dataclass
@@ -79,21 +87,30 @@ class StageData(L.LightningDataModule):
                           generator=loader_generator(int(self.cfg.seed)))
 
 
-def resume_path(run_dir: Path, resume: bool) -> str | None:
+def resume_path(run_dir: Path, resume: bool) -> tuple[str | None, int]:
+    """The checkpoint to resume from (None without ``resume``) and its global step (0 without).
+
+    The file is read with ``weights_only=True`` (tensors and plain data only), here and in
+    Lightning's own load (``train.run``): a checkpoint holding other objects is refused before
+    anything in it runs."""
     ckpt = run_dir / "checkpoints" / LAST
     if not resume:
-        return None
+        return None, 0
     if not ckpt.is_file():
         raise ConfigError(f"resume=true but there is no checkpoint at {ckpt}; run without resume=true to start")
     try:
-        torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # truncated zip, wrong format, ...
-        raise ConfigError(f"cannot read checkpoint {ckpt}: {err}. It is truncated or corrupt; remove it to "
-                          "resume from an earlier one in the same folder, or start again") from err
-    return str(ckpt)
+        state = load_plain(ckpt, mmap=True)
+        step = int(state["global_step"])
+    except WeightsError as err:
+        raise ConfigError(f"{err}; remove it to resume from an earlier one in the same folder, or start "
+                          "again") from err
+    except (TypeError, KeyError, ValueError) as err:
+        raise ConfigError(f"cannot read checkpoint {ckpt}: no global_step in it ({err!r}); it is not a "
+                          "Lightning checkpoint of worldsim train") from err
+    return str(ckpt), step
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], resumed_step: int = 0) -> L.Trainer:
     tr = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
     every = int(tr.ckpt_every)
@@ -108,6 +125,12 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) ->
         StepTimer(),
         *callbacks,
     ]
+    try:
+        guard = divergence_guard(OmegaConf.to_container(tr.divergence) if tr.divergence is not None else None)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"trainer.divergence: {err}") from err
+    if guard is not None:
+        callbacks.append(guard)
     if tr.progress:
         callbacks.append(bar)
     max_time = None if tr.max_minutes is None else {"minutes": float(tr.max_minutes)}
@@ -126,7 +149,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) ->
         num_sanity_val_steps=0,
         log_every_n_steps=int(tr.log_every),
         gradient_clip_val=float(tr.grad_clip) if tr.grad_clip else None,
-        logger=[CSVLogger(str(run_dir), name="logs", version=""),
+        logger=[ResumableCSVLogger(str(run_dir), keep_before=resumed_step),
                 TensorBoardLogger(str(run_dir), name="logs", version="")],
         callbacks=callbacks,
         enable_progress_bar=bool(tr.progress),
@@ -151,7 +174,7 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"stage={cfg.stage!r}: allowed stages are {', '.join(builders)}")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = resume_path(run_dir, bool(cfg.resume))
+    ckpt, resumed_step = resume_path(run_dir, bool(cfg.resume))
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     # The dynamics stage keeps an EMA copy and a frozen decoder in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -164,8 +187,8 @@ def run(cfg: DictConfig) -> dict:
     if stage.val_set is not None and len(stage.val_set) > 0:
         sample_batch = next(iter(DataLoader(FixedSubset(stage.val_set, min(8, len(stage.val_set))), batch_size=8)))
         callbacks.append(SampleImages(run_dir / "samples", sample_batch, int(cfg.trainer.sample_every)))
-    trainer = make_trainer(cfg, run_dir, callbacks)
-    trainer.fit(module, datamodule=StageData(cfg, stage), ckpt_path=ckpt)
+    trainer = make_trainer(cfg, run_dir, callbacks, resumed_step)
+    trainer.fit(module, datamodule=StageData(cfg, stage), ckpt_path=ckpt, weights_only=True)
     summary = stage.finish(trainer, module) if trainer.global_rank == 0 else {}
     summary["steps"] = int(trainer.global_step)
     return summary
