@@ -149,6 +149,9 @@ def test_metrics_csv_keeps_its_rows_across_a_resume(tiny_store, tmp_path, monkey
     assert [int(r["step"]) for r in train] == list(range(20))
     assert [r["train/loss"] for r in train[:10]] == [r["train/loss"] for r in before[:10]]
     assert any(r.get("val/recon_psnr") for r in rows)
+    # The divergence guard's state came from step 10's checkpoint: 10 losses then 10 more.
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["callbacks"]["DivergenceGuard"]["seen"] == 20
 
 
 def test_divergence_guard_rule():
