@@ -99,7 +99,9 @@ class DivergenceGuard(L.Callback):
             self.losses.append(loss)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
+        if trainer.world_size > 1:  # every process sees the same mean loss, so all stop together
+            loss = trainer.strategy.reduce(loss, reduce_op="mean")
         # global_step already counts this batch's optimizer step.
         self.check(trainer.global_step - 1, float(loss))
 
@@ -115,9 +117,12 @@ class DivergenceGuard(L.Callback):
 def divergence_guard(settings) -> DivergenceGuard | None:
     """The guard for ``trainer.divergence`` (a mapping of factor, patience, warmup, window), or
     None when it is switched off (``null``, or ``factor: 0``)."""
-    if settings is None or not settings["factor"]:
+    if settings is None:
         return None
-    return DivergenceGuard(**settings)
+    keys = ("factor", "patience", "warmup", "window")
+    if sorted(settings) != sorted(keys):
+        raise ValueError(f"needs the keys {', '.join(keys)} (or null to switch it off), got {sorted(settings)}")
+    return DivergenceGuard(**settings) if settings["factor"] else None
 
 
 class SampleImages(L.Callback):
