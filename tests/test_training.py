@@ -190,7 +190,7 @@ def test_divergence_guard_leaves_a_healthy_run_alone(tiny_store, tmp_path):
     assert run(tiny_cfg(tiny_store, tmp_path / "ok", GUARD))["steps"] == 20
     with pytest.raises(ConfigError, match="trainer.divergence needs factor > 1"):
         run(tiny_cfg(tiny_store, tmp_path / "bad", "trainer.divergence.factor=0.5"))
-    with pytest.raises(ConfigError, match="trainer.divergence: needs the keys factor, patience"):
+    with pytest.raises(ConfigError, match="trainer.divergence needs the keys factor, patience"):
         run(tiny_cfg(tiny_store, tmp_path / "bad", "~trainer.divergence.window"))
 
 

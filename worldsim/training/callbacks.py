@@ -74,7 +74,7 @@ class DivergenceGuard(L.Callback):
         self.factor, self.patience, self.warmup = float(factor), int(patience), int(warmup)
         self.losses: deque[float] = deque(maxlen=int(window))
         self.seen = 0  # losses looked at (counts across resumes)
-        self.high: list[float] = []  # the current run of high losses
+        self.high = 0  # high losses in a row so far
         self.since: int | None = None  # step of the first of them
 
     def check(self, step: int, loss: float) -> None:
@@ -85,16 +85,16 @@ class DivergenceGuard(L.Callback):
             if loss > self.factor * median:
                 if not self.high:
                     self.since = step
-                self.high.append(loss)
-                if len(self.high) >= self.patience:
+                self.high += 1
+                if self.high >= self.patience:
                     raise TrainingDiverged(
-                        f"loss diverged at step {step}: {len(self.high)} steps in a row above "
+                        f"loss diverged at step {step}: {self.high} steps in a row above "
                         f"{self.factor:g} x its running median {median:.4g} (since step {self.since}, "
                         f"last {loss:.4g}; trainer.divergence sets the rule)",
                         since=self.since,
                     )
                 return
-        self.high, self.since = [], None
+        self.high, self.since = 0, None
         if math.isfinite(loss):
             self.losses.append(loss)
 
@@ -106,12 +106,12 @@ class DivergenceGuard(L.Callback):
         self.check(trainer.global_step - 1, float(loss))
 
     def state_dict(self) -> dict:
-        return {"losses": list(self.losses), "seen": self.seen, "high": list(self.high), "since": self.since}
+        return {"losses": list(self.losses), "seen": self.seen, "high": self.high, "since": self.since}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.losses.clear()
         self.losses.extend(float(x) for x in state_dict["losses"])
-        self.seen, self.high, self.since = int(state_dict["seen"]), list(state_dict["high"]), state_dict["since"]
+        self.seen, self.high, self.since = int(state_dict["seen"]), int(state_dict["high"]), state_dict["since"]
 
 
 def divergence_guard(settings) -> DivergenceGuard | None:
@@ -121,8 +121,14 @@ def divergence_guard(settings) -> DivergenceGuard | None:
         return None
     keys = ("factor", "patience", "warmup", "window")
     if sorted(settings) != sorted(keys):
-        raise ValueError(f"needs the keys {', '.join(keys)} (or null to switch it off), got {sorted(settings)}")
-    return DivergenceGuard(**settings) if settings["factor"] else None
+        raise ValueError(f"trainer.divergence needs the keys {', '.join(keys)} (or null to switch it off), "
+                         f"got {sorted(settings)}")
+    try:
+        values = {k: float(settings[k]) if k == "factor" else int(settings[k]) for k in keys}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"trainer.divergence: factor must be a number and patience, warmup and window "
+                         f"integers, got {dict(settings)}") from err
+    return DivergenceGuard(**values) if values["factor"] else None
 
 
 class SampleImages(L.Callback):

@@ -127,8 +127,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], re
     ]
     try:
         guard = divergence_guard(OmegaConf.to_container(tr.divergence) if tr.divergence is not None else None)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"trainer.divergence: {err}") from err
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     if guard is not None:
         callbacks.append(guard)
     if tr.progress:
