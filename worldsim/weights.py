@@ -99,11 +99,15 @@ def load_plain(path: str | Path, *, mmap: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except UnpicklingError as err:
         found = re.search(r"Unsupported global: ([^\n]*?)(?: was not an allowed global|\n|$)", str(err))
-        what = found.group(1) if found else str(err).splitlines()[0]
+        what = found.group(1) if found else _first_line(err)
         raise WeightsError(f"refused to load {path}: it holds objects other than tensors and plain data "
                            f"({what}), and loading those could run code") from err
     except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise WeightsError(f"cannot read {path}: {str(err).splitlines()[0]} (truncated or corrupt file?)") from err
+        raise WeightsError(f"cannot read {path}: {_first_line(err)} (truncated or corrupt file?)") from err
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
