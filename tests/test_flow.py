@@ -95,7 +95,7 @@ def test_sampler_runs_with_few_steps(steps):
     z, a = blob_world(2, 3)
     x = sample_next(
         net, z[:, :2], a[:, :1], a[:, 1], steps=steps, generator=torch.Generator().manual_seed(0)
-    )
+    ).z
     assert x.shape == (2, 4, 8, 8) and torch.isfinite(x).all()
     cache = net.init_cache(2)
     x_cached = sample_next(
@@ -106,7 +106,7 @@ def test_sampler_runs_with_few_steps(steps):
         steps=steps,
         cache=cache,
         generator=torch.Generator().manual_seed(0),
-    )
+    ).z
     torch.testing.assert_close(x_cached, x, atol=1e-5, rtol=1e-5)
     assert cache.filled.tolist() == [3, 3]  # 2 context frames + the new one
 
@@ -121,7 +121,7 @@ def test_classifier_free_guidance_path():
     kw = dict(steps=2, generator=None)
     plain = sample_next(
         net, z[:, :2], a[:, :1], a[:, 1], **{**kw, "generator": torch.Generator().manual_seed(0)}
-    )
+    ).z
     guided = sample_next(
         net,
         z[:, :2],
@@ -129,7 +129,7 @@ def test_classifier_free_guidance_path():
         a[:, 1],
         cfg_scale=3.0,
         **{**kw, "generator": torch.Generator().manual_seed(0)},
-    )
+    ).z
     cache = net.init_cache(2)
     guided_cached = sample_next(
         net,
@@ -139,7 +139,7 @@ def test_classifier_free_guidance_path():
         cfg_scale=3.0,
         cache=cache,
         **{**kw, "generator": torch.Generator().manual_seed(0)},
-    )
+    ).z
     assert (plain - guided).abs().max() > 1e-4
     torch.testing.assert_close(guided_cached, guided, atol=1e-5, rtol=1e-5)
 

@@ -36,7 +36,10 @@ def test_tiny_quickstart_end_to_end(tmp_path):
         assert (out / stage / "summary.json").is_file()
     # The bundle carries the heads refitted on the dynamics' rollouts, not the dynamics stage's.
     refit = metrics["heads_on_rollouts"]
-    assert set(refit) == {"before", "after"} and refit["after"]["generated"]["transitions"] > 0
+    assert set(refit) == {"before", "after", "readout"} and refit["after"]["generated"]["transitions"] > 0
+    # The dynamics reads rewards from its own state, scored on the same held-out rollouts.
+    assert sim.dynamics.readout is not None
+    assert refit["readout"]["transitions"] == refit["after"]["generated"]["transitions"]
     from worldsim.weights import load_state
 
     bundled = load_state(out / "bundle", "heads")

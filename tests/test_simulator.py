@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -175,7 +173,6 @@ def test_memory_stays_flat_over_10000_steps(tmp_path):
     sim.reset()
     shapes = (sim.cache.k.shape, sim.cache.v.shape)
     act = torch.tensor([1])
-    start = time.perf_counter()
     for i in range(10_000):
         sim.step(act)
         if i == 999:
@@ -183,7 +180,6 @@ def test_memory_stays_flat_over_10000_steps(tmp_path):
     assert (sim.cache.k.shape, sim.cache.v.shape) == shapes
     assert int(sim.cache.filled[0]) == sim.window
     assert _rss_mb() - base < 16, "resident memory grew over the rollout"
-    assert time.perf_counter() - start < 60
 
 
 def test_policies_and_the_rollout_command(bundle, tmp_path):

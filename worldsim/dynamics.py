@@ -15,7 +15,10 @@ Architecture, top to bottom:
   emb(action)``, where frame ``t + 1`` sees ``a_t`` and frame 0 a learned ``start`` vector
   (the transition-alignment convention of ``docs/architecture.md``); a learned ``null`` action
   replaces dropped actions for classifier-free guidance;
-- a final adaLN + linear layer back to patches, zero-initialised (a fresh model predicts 0).
+- a final adaLN + linear layer back to patches, zero-initialised (a fresh model predicts 0);
+- with ``readout=True``, an :class:`~worldsim.readout.EventReadout` on the last block's tokens
+  that predicts each frame's reward and termination from the model's own state (trained with
+  the flow loss; ``forward(..., readout=True)`` and ``step(..., readout=True)`` return it).
 
 Generation runs frame by frame with a :class:`~worldsim.nn.attention.KVCache`: ``prefill`` the
 context once, then each denoising step of a new frame is a pass over that frame's n tokens
@@ -36,6 +39,7 @@ from worldsim.nn.adaln import ActionEmbedder, ActionInput, TimestepEmbedder, mod
 from worldsim.nn.attention import Attention, KVCache
 from worldsim.nn.patchify import PatchEmbed, check_patch, unpatchify
 from worldsim.presets import from_preset
+from worldsim.readout import EventReadout
 
 ATTENTION_MODES = ("factorized", "block_causal")
 ACTION_INIT_STD = 1.0  # std of the learned action, start and null vectors at init
@@ -62,6 +66,9 @@ class DynamicsConfig:
     shortcut: bool = True  # condition on the step size d (shortcut models)
     context_window: int = 16  # W: finished frames kept in the KV cache during generation
     frame_concat: bool = True  # also feed each frame's predecessor as extra input channels
+    readout: bool = False  # reward/termination read from the last block's tokens (worldsim/readout.py)
+    reward_bins: int = 41  # readout: two-hot bins in symlog space
+    reward_range: float = 5.0  # readout: the bins span [-range, range] in symlog space
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
@@ -206,6 +213,9 @@ class DynamicsModel(nn.Module):
             [DiTBlock(cfg, k, None if k == "spatial" else next(cache_ids)) for k in kinds]
         )
         self.final = FinalLayer(cfg.dim, cfg.patch_size**2 * cfg.latent_channels)
+        self.readout = (
+            EventReadout(cfg.dim, cfg.reward_bins, cfg.reward_range) if cfg.readout else None
+        )
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -238,6 +248,8 @@ class DynamicsModel(nn.Module):
         nn.init.zeros_(self.final.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
+        if self.readout is not None:
+            self.readout.initialize_weights()
 
     # --- conditioning -------------------------------------------------------------------------
     def _time_cond(self, noise_level: torch.Tensor, step_size: torch.Tensor | None) -> torch.Tensor:
@@ -274,12 +286,17 @@ class DynamicsModel(nn.Module):
         previous = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], dim=1)
         return torch.cat([z, previous], dim=2)
 
-    def _run(self, z: torch.Tensor, c: torch.Tensor, window, cache, mode) -> torch.Tensor:
+    def _run(self, z: torch.Tensor, c: torch.Tensor, window, cache, mode, readout: bool = False):
         x = self.patch_embed(z)  # [b, t, n, d] (z holds 2c channels with frame_concat)
         for block in self.blocks:
             x = block(x, c, self.grid, window, cache, mode)
         out = self.final(x, c)  # [b, t, n, (p p c)]
-        return unpatchify(out, self.cfg.patch_size, self.cfg.latent_height, self.cfg.latent_width)
+        v = unpatchify(out, self.cfg.patch_size, self.cfg.latent_height, self.cfg.latent_width)
+        if not readout:
+            return v
+        if self.readout is None:
+            raise ValueError("readout requested but DynamicsConfig.readout is False")
+        return v, self.readout(x, c)
 
     # --- full passes --------------------------------------------------------------------------
     def forward(
@@ -290,8 +307,9 @@ class DynamicsModel(nn.Module):
         step_size: torch.Tensor | None = None,
         null_mask: torch.Tensor | None = None,
         window: int | None = None,
-    ) -> torch.Tensor:
-        """Velocity of every frame.
+        readout: bool = False,
+    ):
+        """Velocity of every frame (and, with ``readout=True``, the readout's outputs).
 
         Args:
             z_noisy: ``[b, t, c, h, w]``, each frame at its own noise level.
@@ -301,8 +319,10 @@ class DynamicsModel(nn.Module):
             step_size: ``[b, t]`` shortcut step sizes (``None`` -> 0, plain flow matching).
             null_mask: ``[b, t-1]`` bool, transitions whose action is replaced by ``null``.
             window: frame i attends to frames i-window .. i only (``None``: all earlier frames).
+            readout: also return the :class:`~worldsim.readout.EventReadout` outputs
+                (``reward_logits [b, t, k]``, ``termination_logit [b, t]``).
         Returns:
-            velocity ``[b, t, c, h, w]``.
+            velocity ``[b, t, c, h, w]``, or ``(velocity, readout outputs)``.
         """
         self._check_latents(z_noisy)
         b, t = z_noisy.shape[:2]
@@ -313,7 +333,7 @@ class DynamicsModel(nn.Module):
         c = self._time_cond(noise_level, step_size) + self.action_embed.sequence(
             actions, b, t, null_mask
         )
-        return self._run(self._with_previous(z_noisy), c, window, None, "full")
+        return self._run(self._with_previous(z_noisy), c, window, None, "full", readout)
 
     # --- cached generation --------------------------------------------------------------------
     def init_cache(
@@ -362,11 +382,14 @@ class DynamicsModel(nn.Module):
         action: ActionInput | None,
         step_size: torch.Tensor | None = None,
         write: bool = False,
-    ) -> torch.Tensor:
+        readout: bool = False,
+    ):
         """Velocity of one new frame ``z_new [b, c, h, w]`` at ``noise_level [b]`` that follows the
         cached frames through ``action`` (``[b]``, ``[b, a]``, a tuple, or ``None`` for ``null``).
         With ``write=True`` the frame's keys/values are appended to the cache (call it once per
-        finished frame, with the context noise level). Returns ``[b, c, h, w]``."""
+        finished frame, with the context noise level). Returns ``[b, c, h, w]``, or with
+        ``readout=True`` ``(velocity, readout outputs)`` (``reward_logits [b, k]``,
+        ``termination_logit [b]``)."""
         self._check_latents(z_new, frames_dim=False)
         b = z_new.shape[0]
         if cache.batch != b:
@@ -392,11 +415,14 @@ class DynamicsModel(nn.Module):
                     "step: frame_concat needs a cache from init_cache (with frame_shape)"
                 )
             z_in = torch.cat([z_in, cache.previous_frame()[:, None].to(z_in.dtype)], dim=2)
-        out = self._run(z_in, c + act[:, None], None, cache, "write" if write else "read")
+        out = self._run(z_in, c + act[:, None], None, cache, "write" if write else "read", readout)
         if write:
             cache.commit()
             if self.cfg.frame_concat:
                 cache.set_last(z_new)
+        if readout:
+            v, events = out
+            return v[:, 0], {k: x[:, 0] for k, x in events.items()}
         return out[:, 0]
 
 

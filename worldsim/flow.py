@@ -32,6 +32,8 @@ einops legend: b batch, t time, c latent channels, h w latent grid, a action dim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from worldsim.nn.adaln import ActionInput
@@ -126,6 +128,9 @@ def training_loss(
     target_noise: str = "uniform",
     shortcut_fraction: float = 0.25,
     shortcut_levels: int = 6,
+    rewards: torch.Tensor | None = None,
+    terminated: torch.Tensor | None = None,
+    readout_weight: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Flow-matching loss of ``net`` on clean latent clips ``z [b, t, c, h, w]``.
@@ -135,6 +140,12 @@ def training_loss(
     denoised by the sampler) weigh ``context_loss_weight`` in the loss, target frames 1.
     Returns ``loss`` (to minimise) and its parts ``flow_loss`` (target frames with d = 0) and
     ``shortcut_loss`` (frames trained toward self-consistency targets; 0 when there are none).
+
+    When the network has a reward/termination readout (``net.readout``, worldsim/readout.py) and
+    ``rewards`` / ``terminated`` ``[b, t-1]`` are given, the readout of every frame (at its own
+    noise level) is trained with them in the same pass, weighted by ``readout_weight``;
+    transitions whose action was dropped for guidance are left out. Adds ``readout_loss`` and
+    its parts ``readout_reward_loss`` / ``readout_termination_loss``.
     """
     if z.dim() != 5:
         raise ValueError(f"training_loss expects latents [b, t, c, h, w], got {tuple(z.shape)}")
@@ -207,17 +218,28 @@ def training_loss(
             target = target.clone()
             target[idx] = sc_target
 
-    pred = net(x, s, actions, step_size=step_arg, null_mask=null_mask)
+    read = getattr(net, "readout", None) is not None and (
+        rewards is not None or terminated is not None
+    )
+    pred = net(x, s, actions, step_size=step_arg, null_mask=null_mask, readout=read)
+    if read:
+        pred, events = pred
     err = (pred.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # [b, t]
     weight = torch.where(context, context_loss_weight, 1.0)  # [b, t]
     loss = (err * weight).sum() / weight.sum()
     flow_frames = ~moving & ~context
     zero = loss.new_zeros(())
-    return {
+    out = {
         "loss": loss,
         "flow_loss": err[flow_frames].mean() if flow_frames.any() else zero,
         "shortcut_loss": err[moving].mean().detach() if moving.any() else zero,
     }
+    if read:
+        keep = None if null_mask is None else ~null_mask
+        parts = net.readout.loss(events, rewards, terminated, mask=keep)
+        out["loss"] = loss + readout_weight * parts["loss"]
+        out.update({f"readout_{k}": v for k, v in parts.items()})
+    return out
 
 
 # --- sampling --------------------------------------------------------------------------------
@@ -236,6 +258,21 @@ def _guided(v_cond: torch.Tensor, v_null: torch.Tensor | None, cfg_scale: float)
     return v_cond if v_null is None else v_null + cfg_scale * (v_cond - v_null)
 
 
+@dataclass
+class FrameSample:
+    """What :func:`sample_next` returns for B worlds.
+
+    ``z [b, c, h, w]``: the new frame. ``first [b, c, h, w]``: the sampler's first estimate of
+    the clean frame, ``x_1 - v(x_1, 1)`` (a one-step guess from pure noise, before guidance).
+    ``readout``: with a network that has a readout, its raw outputs for the new frame
+    (``reward_logits [b, k]``, ``termination_logit [b]``), read with the frame labelled as
+    context (``None`` otherwise)."""
+
+    z: torch.Tensor
+    first: torch.Tensor
+    readout: dict[str, torch.Tensor] | None = None
+
+
 @torch.no_grad()
 def sample_next(
     net,
@@ -248,8 +285,8 @@ def sample_next(
     cfg_scale: float = 1.0,
     cache: KVCache | None = None,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Generate the frame that follows the context through ``action``: ``-> [b, c, h, w]``.
+) -> FrameSample:
+    """Generate the frame that follows the context through ``action`` (a :class:`FrameSample`).
 
     Args:
         context_z: clean context ``[b, t0, c, h, w]`` with ``context_actions`` (its ``t0 - 1``
@@ -279,6 +316,8 @@ def sample_next(
     x = torch.randn((b, *shape), generator=generator, device=device, dtype=dtype)
     d = _step_label(net, steps, b, device)
     guide = cfg_scale != 1.0
+    read = getattr(net, "readout", None) is not None
+    first = None
 
     if cache is None:
         # Uncached twin: a full pass over the whole history, windowed like the cache
@@ -299,6 +338,8 @@ def sample_next(
             )
             seq = torch.cat([context_z, x[:, None]], dim=1)
             v = net(seq, level, seq_actions, step_size=step, window=window)[:, -1]
+            if first is None:
+                first = x - v
             v_null = (
                 net(seq, level, seq_actions, step_size=step, null_mask=null_mask, window=window)[
                     :, -1
@@ -307,16 +348,25 @@ def sample_next(
                 else None
             )
             x = x - (1.0 / steps) * _guided(v, v_null, cfg_scale)
-        return x
+        events = None
+        if read:  # the finished frame labelled as context, as the cached path's write pass
+            level[:, -1] = float(context_noise)
+            seq = torch.cat([context_z, x[:, None]], dim=1)
+            _, events = net(seq, level, seq_actions, window=window, readout=True)
+            events = {k: e[:, -1] for k, e in events.items()}
+        return FrameSample(x, first, events)
 
     for i in range(steps):
         s = torch.full((b,), 1.0 - i / steps, device=device)
         v = net.step(cache, x, s, action, step_size=d)
+        if first is None:
+            first = x - v
         v_null = net.step(cache, x, s, None, step_size=d) if guide else None
         x = x - (1.0 / steps) * _guided(v, v_null, cfg_scale)
-    # Store the finished frame's keys/values, labelled as clean-ish context.
-    net.step(cache, x, torch.full((b,), float(context_noise), device=device), action, write=True)
-    return x
+    # Store the finished frame's keys/values, labelled as clean-ish context (and read it out).
+    out = net.step(cache, x, torch.full((b,), float(context_noise), device=device), action,
+                   write=True, readout=read)
+    return FrameSample(x, first, out[1] if read else None)
 
 
 @torch.no_grad()
@@ -332,29 +382,37 @@ def rollout(
     window: int | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    readout: bool = False,
+):
     """Autoregressive generation of ``H`` frames after the context: ``actions [b, H(, a)] ->
     z [b, H, c, h, w]``. With ``use_cache=False`` every frame is recomputed from the whole
-    history (slow; the reference the cached path must match)."""
+    history (slow; the reference the cached path must match). With ``readout=True`` (a network
+    with a readout) returns ``(z, readout)``, the readout's raw outputs of each generated frame
+    stacked on dim 1 (``reward_logits [b, H, k]``, ``termination_logit [b, H]``)."""
     horizon = actions[0].shape[1] if isinstance(actions, tuple) else actions.shape[1]
     b = context_z.shape[0]
     kw = dict(steps=steps, context_noise=context_noise, cfg_scale=cfg_scale, generator=generator)
-    frames = []
+    if readout and getattr(net, "readout", None) is None:
+        raise ValueError("rollout(readout=True): the network has no readout (DynamicsConfig.readout)")
+    samples: list[FrameSample] = []
     if use_cache:
         cache = net.init_cache(b, window, dtype=context_z.dtype)
         net.prefill(cache, context_z, context_actions, context_noise)
         for i in range(horizon):
-            frames.append(sample_next(net, None, None, _action_at(actions, i), cache=cache, **kw))
-        return torch.stack(frames, dim=1)
-    if window is not None and window != net.cfg.context_window:
-        raise ValueError("rollout(use_cache=False) uses net.cfg.context_window; pass window=None")
-    hist_z, hist_a = context_z, context_actions
-    for i in range(horizon):
-        a_i = _action_at(actions, i)
-        frames.append(sample_next(net, hist_z, hist_a, a_i, **kw))
-        hist_z = torch.cat([hist_z, frames[-1][:, None]], dim=1)
-        hist_a = _cat_actions(hist_a, a_i)
-    return torch.stack(frames, dim=1)
+            samples.append(sample_next(net, None, None, _action_at(actions, i), cache=cache, **kw))
+    else:
+        if window is not None and window != net.cfg.context_window:
+            raise ValueError("rollout(use_cache=False) uses net.cfg.context_window; pass window=None")
+        hist_z, hist_a = context_z, context_actions
+        for i in range(horizon):
+            a_i = _action_at(actions, i)
+            samples.append(sample_next(net, hist_z, hist_a, a_i, **kw))
+            hist_z = torch.cat([hist_z, samples[-1].z[:, None]], dim=1)
+            hist_a = _cat_actions(hist_a, a_i)
+    z = torch.stack([f.z for f in samples], dim=1)
+    if not readout:
+        return z
+    return z, {k: torch.stack([f.readout[k] for f in samples], dim=1) for k in samples[0].readout}
 
 
 def velocity_loss_floor(z: torch.Tensor) -> float:
@@ -362,4 +420,11 @@ def velocity_loss_floor(z: torch.Tensor) -> float:
     return 1.0 + float(z.float().pow(2).mean())
 
 
-__all__ = ["training_loss", "sample_next", "rollout", "velocity_loss_floor", "map_actions"]
+__all__ = [
+    "FrameSample",
+    "training_loss",
+    "sample_next",
+    "rollout",
+    "velocity_loss_floor",
+    "map_actions",
+]

@@ -23,7 +23,9 @@ read:
 3. **Scores.** ``event_scores`` counts, for coins (reward > 0.5), losses (reward < -0.5) and
    terminations, how many the heads find (recall) and how many of their calls are right
    (precision) on a pool's real or generated clips, plus the mean predicted reward against the
-   mean true one (a reward rate inflated by false coins shows here first).
+   mean true one (a reward rate inflated by false coins shows here first). ``readout_scores``
+   gives the same figures for the dynamics' own readout (``worldsim/readout.py``), which
+   ``build_pool`` records while it generates the windows.
 
 The quickstart runs this as its ``heads`` step on the training episodes and scores a held-out
 pool before and after.
@@ -62,6 +64,10 @@ class RolloutPool:
     rewards: torch.Tensor
     terminated: torch.Tensor
     weights: torch.Tensor | None = None  # [n] importance weights (None: uniform windows)
+    # The dynamics' own readout of each generated transition (worldsim/readout.py), when it has
+    # one: predicted reward and termination probability, [n, t - 1].
+    readout_reward: torch.Tensor | None = None
+    readout_termination: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.real.shape[0]
@@ -74,6 +80,8 @@ class RolloutPool:
             self.rewards[index],
             self.terminated[index],
             None if self.weights is None else self.weights[index],
+            None if self.readout_reward is None else self.readout_reward[index],
+            None if self.readout_termination is None else self.readout_termination[index],
         )
 
 
@@ -147,8 +155,9 @@ def build_pool(
         weights = torch.tensor([w_end if pick in end_set else 1 / (1 - f) for pick in picks])
         weights = weights / weights.mean()
     g = torch.Generator(device=device).manual_seed(seed)
-    real, gen, acts, rewards, terms = [], [], [], [], []
+    real, gen, acts, rewards, terms, read_r, read_t = [], [], [], [], [], [], []
     dynamics = dynamics.eval()
+    readout = getattr(dynamics, "readout", None) is not None
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("imagining windows for the heads", total=len(picks))
         for i in range(0, len(picks), batch):
@@ -172,7 +181,13 @@ def build_pool(
                 steps=sampler_steps,
                 context_noise=context_noise,
                 generator=g,
+                readout=readout,
             )
+            if readout:
+                out, events = out
+                events = dynamics.readout.predict(events)
+                read_r.append(events["reward"].cpu())
+                read_t.append(events["termination_prob"].cpu())
             real.append(z[:, context - 1 :].cpu())
             gen.append(torch.cat([z[:, context - 1 : context], out], dim=1).cpu())
             acts.append(map_actions(a, lambda x: x[:, context - 1 :].cpu()))
@@ -195,6 +210,8 @@ def build_pool(
         torch.cat(rewards).float(),
         torch.cat(terms).bool(),
         weights,
+        torch.cat(read_r) if readout else None,
+        torch.cat(read_t) if readout else None,
     )
 
 
@@ -247,6 +264,29 @@ def fit_heads(
     return history
 
 
+def _scores(reward: torch.Tensor, termination_prob: torch.Tensor, pool: RolloutPool) -> dict:
+    """Event counts of predictions ``[n * (t - 1)]`` against the pool's rewards and endings."""
+    y, yt = pool.rewards.flatten(), pool.terminated.flatten()
+    out: dict = {
+        "transitions": int(y.numel()),
+        "reward_per_step": float(y.mean()),
+        "predicted_reward_per_step": float(reward.mean()),
+    }
+    for name, pred, true in (
+        ("coin", reward > 0.5, y > 0.5),
+        ("loss", reward < -0.5, y < -0.5),
+        ("termination", termination_prob > 0.5, yt),
+    ):
+        tp = int((pred & true).sum())
+        out[name] = {
+            "true": int(true.sum()),
+            "predicted": int(pred.sum()),
+            "precision": tp / max(int(pred.sum()), 1),
+            "recall": tp / max(int(true.sum()), 1),
+        }
+    return out
+
+
 @torch.no_grad()
 def event_scores(heads, pool: RolloutPool, which: str = "generated", batch: int = 512) -> dict:
     """Precision and recall of the heads' coins, losses and terminations on the pool's
@@ -263,26 +303,15 @@ def event_scores(heads, pool: RolloutPool, which: str = "generated", batch: int 
         p = heads.predict(flat(z[:, :-1]), flat(z[:, 1:]), acts)
         rewards.append(p["reward"].cpu())
         probs.append(p["termination_prob"].cpu())
-    pr, pt = torch.cat(rewards), torch.cat(probs)
-    y, yt = pool.rewards.flatten(), pool.terminated.flatten()
-    out: dict = {
-        "transitions": int(y.numel()),
-        "reward_per_step": float(y.mean()),
-        "predicted_reward_per_step": float(pr.mean()),
-    }
-    for name, pred, true in (
-        ("coin", pr > 0.5, y > 0.5),
-        ("loss", pr < -0.5, y < -0.5),
-        ("termination", pt > 0.5, yt),
-    ):
-        tp = int((pred & true).sum())
-        out[name] = {
-            "true": int(true.sum()),
-            "predicted": int(pred.sum()),
-            "precision": tp / max(int(pred.sum()), 1),
-            "recall": tp / max(int(true.sum()), 1),
-        }
-    return out
+    return _scores(torch.cat(rewards), torch.cat(probs), pool)
 
 
-__all__ = ["RolloutPool", "build_pool", "fit_heads", "event_scores"]
+def readout_scores(pool: RolloutPool) -> dict:
+    """The same figures as :func:`event_scores` for the dynamics' own readout of the pool's
+    generated transitions (read while they were generated)."""
+    if pool.readout_reward is None:
+        raise ValueError("readout_scores: the pool was built by a dynamics without a readout")
+    return _scores(pool.readout_reward.flatten(), pool.readout_termination.flatten(), pool)
+
+
+__all__ = ["RolloutPool", "build_pool", "fit_heads", "event_scores", "readout_scores"]

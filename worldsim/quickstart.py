@@ -62,7 +62,7 @@ def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> Dic
     trainer["progress"] = bool(cfg.progress)
     train_cfg = OmegaConf.create({
         "stage": stage, "run_dir": str(run_dir), "resume": (run_dir / "checkpoints" / "last.ckpt").exists(),
-        "seed": int(cfg.seed), "encode_cache": True, "actions": cfg.actions, "heads": cfg.heads,
+        "seed": int(cfg.seed), "encode_cache": True, "actions": cfg.actions, "readout": cfg.readout, "heads": cfg.heads,
         "ema_decay": cfg.ema_decay, "sampler_steps": cfg.sampler_steps, "data": data, "trainer": trainer,
         **{k: OmegaConf.to_container(cfg[k]) for k in ("env", "autoencoder", "lam", "dynamics")},
     })
@@ -222,7 +222,7 @@ def run(cfg: DictConfig) -> dict:
     console.rule("[bold]5. heads on rollouts")
     heads = fit_heads_step(cfg, out, latents)
     if heads:
-        metrics["heads_on_rollouts"] = {k: heads[k] for k in ("before", "after") if k in heads}
+        metrics["heads_on_rollouts"] = {k: heads[k] for k in ("before", "after", "readout") if k in heads}
         metrics["train_seconds"]["heads"] = heads.get("train_seconds")
     atomic_write_json(metrics_path, metrics)
     if stop_after("heads"):
@@ -296,7 +296,7 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     summary, or ``{}`` when there are no heads (data without rewards) or ``heads_rollouts.steps``
     is 0. Skipped when ``<out>/heads/summary.json`` exists."""
     from worldsim.data.latent_store import LatentStore
-    from worldsim.heads_on_rollouts import build_pool, event_scores, fit_heads
+    from worldsim.heads_on_rollouts import build_pool, event_scores, fit_heads, readout_scores
     from worldsim.training.stages import split_episodes
     from worldsim.weights import read_meta, save_weights
 
@@ -323,6 +323,8 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     summary: dict = {"windows": len(pool), "actions": actions, **{k: hr[k] for k in hr}}
     if val is not None:
         summary["before"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
+        if val.readout_reward is not None:
+            summary["readout"] = readout_scores(val)
     summary["history"] = fit_heads(heads, pool, steps=int(hr.steps), batch=int(hr.batch), lr=float(hr.lr),
                                    real_weight=float(hr.real_weight), seed=int(cfg.seed),
                                    device=device, progress=bool(cfg.progress))
@@ -332,9 +334,10 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     summary["train_seconds"] = time.perf_counter() - started
     atomic_write_json(run_dir / "summary.json", summary)
     if val is not None:
-        for key in ("before", "after"):
-            gen = summary[key]["generated"]
-            console.print(f"held-out rollouts, {key}: predicted reward/step {gen['predicted_reward_per_step']:.4f} "
+        rows = [(f"heads {key}", summary[key]["generated"]) for key in ("before", "after")]
+        rows += [("dynamics readout", summary["readout"])] if "readout" in summary else []
+        for name, gen in rows:
+            console.print(f"held-out rollouts, {name}: predicted reward/step {gen['predicted_reward_per_step']:.4f} "
                           f"(true {gen['reward_per_step']:.4f}), coins precision {gen['coin']['precision']:.2f} "
                           f"recall {gen['coin']['recall']:.2f}")
     return summary

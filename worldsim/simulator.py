@@ -4,7 +4,8 @@
 picture) with the autoencoder, normalises the latents with the bundle's per-channel stats, and
 prefills the dynamics' KV cache; ``step(actions)`` samples the next latent of every world with
 the flow sampler (``worldsim.flow.sample_next``), which writes the finished frame back into the
-cache, and runs the reward / termination heads on ``(z_t, a_t, z_t+1)``. Frames are decoded only
+cache, and reads reward and termination from the dynamics' own readout of the new frame
+(``worldsim/readout.py``) when it has one, else from the heads on ``(z_t, a_t, z_t+1)``. Frames are decoded only
 when asked (``step(..., decode=True)`` or ``render()``), so agents that act on latents never pay
 for the decoder.
 
@@ -90,26 +91,6 @@ class _Snapshot:
     cache: KVCache
     z: torch.Tensor
     t: torch.Tensor
-
-
-class _FirstGuess:
-    """Stands in for the dynamics inside ``sample_next`` and keeps the first estimate of the
-    clean frame, ``x0 = x_s - s v`` (rectified flow), for the uncertainty figure."""
-
-    def __init__(self, net) -> None:
-        self.net, self.cfg, self.first = net, net.cfg, None
-
-    def parameters(self):
-        return self.net.parameters()
-
-    def prefill(self, *args, **kwargs):
-        return self.net.prefill(*args, **kwargs)
-
-    def step(self, cache, z_new, noise_level, action, step_size=None, write=False):
-        v = self.net.step(cache, z_new, noise_level, action, step_size=step_size, write=write)
-        if self.first is None and not write and action is not None:
-            self.first = z_new - noise_level[:, None, None, None].to(v.dtype) * v
-        return v
 
 
 class Simulator:
@@ -484,10 +465,9 @@ class Simulator:
         if self._history.maxlen:
             self._history.append(self.snapshot())
         z_prev = self._z
-        probe = _FirstGuess(self.dynamics)
         with self._amp():
-            z = sample_next(
-                probe,
+            sample = sample_next(
+                self.dynamics,
                 None,
                 None,
                 a,
@@ -496,9 +476,14 @@ class Simulator:
                 cfg_scale=self.cfg_scale,
                 cache=self.cache,
                 generator=self.generator,
-            ).to(self.dtype)
-            if self.heads is not None:
+            )
+            z = sample.z.to(self.dtype)
+            out = None
+            if sample.readout is not None:
+                out = self.dynamics.readout.predict(sample.readout)
+            elif self.heads is not None:
                 out = self.heads.predict(z_prev, z, a)
+            if out is not None:
                 reward = out["reward"].float()
                 p = out["termination_prob"]
                 if self.termination_scale != 1.0:
@@ -511,7 +496,7 @@ class Simulator:
             else:
                 reward = torch.zeros(self.batch, device=self.device)
                 terminated = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
-        uncertainty = (probe.first - z).float().pow(2).mean(dim=(1, 2, 3)).sqrt()
+        uncertainty = (sample.first - z).float().pow(2).mean(dim=(1, 2, 3)).sqrt()
         self._z, self._frames = z, None
         self._t += 1
         return self._result(reward, terminated, uncertainty, decode)

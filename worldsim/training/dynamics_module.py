@@ -1,6 +1,6 @@
-"""Stage 3: the spatiotemporal DiT trained by flow matching with per-frame noise, plus the reward
-and termination heads when the data has rewards. Keeps an EMA copy of the DiT's weights, which
-is what gets exported and evaluated."""
+"""Stage 3: the spatiotemporal DiT trained by flow matching with per-frame noise, plus, when the
+data has rewards, its reward/termination readout (trained in the same pass) and the heads on
+latents. Keeps an EMA copy of the DiT's weights, which is what gets exported and evaluated."""
 
 from __future__ import annotations
 
@@ -48,9 +48,16 @@ class DynamicsModule(StageModule):
     def head_actions(self, batch: dict):
         return batch["actions"] if self.actions == "real" else batch["lam"]
 
+    def events(self, batch: dict) -> dict:
+        """Rewards and terminations for the DiT's readout (``{}`` without one, or without rewards)."""
+        if getattr(self.net, "readout", None) is None or "rewards" not in batch:
+            return {}
+        return {"rewards": batch["rewards"], "terminated": batch.get("terminated")}
+
     def compute_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         z = batch["latents"]
-        out = flow.training_loss(self.net, z, self.action_input(batch), **self.loss_kwargs)
+        out = flow.training_loss(self.net, z, self.action_input(batch), **self.events(batch),
+                                 **self.loss_kwargs)
         if self.heads is not None and "rewards" in batch:
             head = self.heads.loss(z, self.head_actions(batch), batch["rewards"], batch.get("terminated"))
             out = {**out, **{f"heads_{k}": v for k, v in head.items()}, "loss": out["loss"] + head["loss"]}
@@ -72,8 +79,11 @@ class DynamicsModule(StageModule):
         z = batch["latents"]
         acts = self.action_input(batch)
         g = torch.Generator(device=z.device).manual_seed(0)
-        loss = flow.training_loss(self.ema, z, acts, generator=g, **self.loss_kwargs)["loss"]
-        return {"flow_loss": loss}
+        out = flow.training_loss(self.ema, z, acts, generator=g, **self.events(batch), **self.loss_kwargs)
+        metrics = {"flow_loss": out["loss"]}
+        if "readout_loss" in out:
+            metrics = {"flow_loss": out["loss"] - out["readout_loss"], "readout_loss": out["readout_loss"]}
+        return metrics
 
     @torch.no_grad()
     def make_samples(self, batch: dict) -> dict[str, np.ndarray]:

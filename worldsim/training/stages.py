@@ -234,9 +234,9 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
             fields["action_dim"] = int(np.prod(space["shape"]))
     fields["action_type"] = {"latent": "discrete", "real": "discrete" if space and space.get("type") == "discrete" else "continuous",
                              "both": "both"}[mode]
-    dyn_cfg = _instantiate(cfg.dynamics, "dynamics", **fields)
-    net = DynamicsModel(dyn_cfg)
     has_rewards = all(latents.has(i, "rewards") for i in range(len(latents)))
+    dyn_cfg = _instantiate(cfg.dynamics, "dynamics", readout=bool(cfg.readout) and has_rewards, **fields)
+    net = DynamicsModel(dyn_cfg)
     heads = None
     if has_rewards:
         head_fields = {k: v for k, v in fields.items() if k != "action_type"}
