@@ -21,7 +21,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
@@ -36,6 +36,7 @@ from worldsim.training.callbacks import (
     StepTimer,
     divergence_guard,
 )
+from worldsim.training.progress import StepProgressBar, quiet_lightning
 from worldsim.training.sampling import FixedSubset, StepSampler, loader_generator
 from worldsim.weights import WeightsError, load_plain
 
@@ -117,7 +118,6 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], re
     # One Lightning "epoch" is one checkpoint interval; the data depends only on the global step
     # (see sampling.StepSampler), so a resume reads the batches an uninterrupted run would.
     val_epochs = max(1, math.ceil(int(tr.val_every) / every))
-    bar = RichProgressBar() if _rich_ok() else TQDMProgressBar()
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=every, save_top_k=1, save_last=True),
@@ -132,7 +132,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], re
     if guard is not None:
         callbacks.append(guard)
     if tr.progress:
-        callbacks.append(bar)
+        callbacks.append(StepProgressBar())
     max_time = None if tr.max_minutes is None else {"minutes": float(tr.max_minutes)}
     return L.Trainer(
         default_root_dir=str(run_dir),
@@ -159,14 +159,6 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], re
     )
 
 
-def _rich_ok() -> bool:
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.stage``; returns the stage's summary (metrics, paths, seconds)."""
     builders = _stage_builders()
@@ -178,6 +170,10 @@ def run(cfg: DictConfig) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     # The dynamics stage keeps an EMA copy and a frozen decoder in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # Lightning's own tree flattening still builds torch's deprecated LeafSpec.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    quiet_lightning()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
