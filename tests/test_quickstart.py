@@ -1,4 +1,5 @@
-"""The whole pipeline end to end on the tiny preset, and its resume."""
+"""The whole pipeline end to end on the tiny preset, and its resume. The variants (videos without
+actions, reused networks) are ``slow``: ``make test-slow``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def test_tiny_quickstart_end_to_end(tmp_path):
     assert set(metrics["train_seconds"]) >= {"autoencoder", "lam", "dynamics"}
     assert (out / "sample.mp4").stat().st_size > 0
     assert (out / "rollout.mp4").stat().st_size > 0
+    from PIL import Image
+
+    strip = np.asarray(Image.open(out / "rollout_strip.png"))  # rows real / model, frames scaled x4
+    assert strip.shape[0] == 2 * 32 * 4 + 2 * 4 and strip.shape[2] == 3
     assert metrics["fps_single"] > 0 and metrics["fps_batched"] > 0
 
     from worldsim.bundle import load_simulator
@@ -69,6 +74,7 @@ def test_tiny_quickstart_end_to_end(tmp_path):
     assert (out / "bundle" / "bundle.json").stat().st_mtime_ns > built
 
 
+@pytest.mark.slow
 def test_tiny_quickstart_on_videos_without_actions(tiny_store, tmp_path):
     """A folder of gameplay videos, no action labels: the label-free pipeline still runs."""
     from worldsim.data import EpisodeStore
@@ -149,6 +155,7 @@ def test_tiny_quickstart_on_the_gpu(tmp_path):
     assert metrics["fps_batched"] > 0
 
 
+@pytest.mark.slow
 def test_quickstart_reuses_an_earlier_runs_autoencoder_and_lam(tmp_path):
     """autoencoder_from / lam_from: the earlier run's networks encode and label new data (more
     episodes, another seed) in place of training; the steps are skipped when resumed."""
@@ -182,6 +189,7 @@ def test_quickstart_reuses_an_earlier_runs_autoencoder_and_lam(tmp_path):
     assert (second / "lam" / "summary.json").stat().st_mtime_ns == written
 
 
+@pytest.mark.slow
 def test_quickstart_reuse_errors_name_the_option(tmp_path, capsys):
     first = tmp_path / "first"
     assert main(["quickstart", "experiment=tiny", f"out={first}", "until=lam"]) == 0

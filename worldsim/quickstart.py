@@ -20,7 +20,9 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
 6. ``bundle``: gather the networks, latent statistics, action binding, action adapter and ``bundle_contexts``
    start contexts into ``<out>/bundle`` (rebuilt when a trained file is newer than it, so a
    resumed run that refitted a part ships it), measure the simulator's frames/s (one world, and a
-   batch of 64), and write ``<out>/rollout.mp4`` (four generated worlds);
+   batch of 64), write ``<out>/rollout.mp4`` (four generated worlds) and ``<out>/rollout_strip.png``
+   (a held-out window: real frames above, the model's replay below); the run ends with a table of
+   the headline figures and the commands to try next.
 
 Figures go to ``<out>/metrics.json``, rewritten atomically after each step. ``until=STEP``
 (collect, autoencoder, lam, dynamics or heads) stops after that step, e.g. to score only the latent
@@ -249,12 +251,75 @@ def run(cfg: DictConfig) -> dict:
         acts = policy_actions("sticky", sim.num_actions(), 64, 4, stickiness=0.8, rng=rng)
         write_rollout(generate(sim, acts), rollout_path, fps=15, scale=4, grid=True)
     console.print(f"rollout video: {rollout_path}")
+    strip_path = out / "rollout_strip.png"
+    if not strip_path.exists():
+        from worldsim.bundle import load_simulator
+
+        sim = load_simulator(bundle_dir, sampler_steps=int(cfg.sampler_steps), seed=int(cfg.seed))
+        write_strip(sim, store, latents, strip_path, val_episodes=int(cfg.data.val_episodes))
+    console.print(f"real vs model: {strip_path}")
     atomic_write_json(metrics_path, metrics)
 
     finish("quickstart done")
-    console.print_json(json.dumps(metrics))
-    console.print(f"play it: [bold]worldsim play bundle={bundle_dir}[/bold]")
+    console.print(summary_table(metrics))
+    console.print(f"all figures: {metrics_path}")
+    for line in next_commands(bundle_dir, out):
+        console.print(line, soft_wrap=True, highlight=False)
     return metrics
+
+
+def write_strip(sim, store, latents_dir: Path, path: Path, *, val_episodes: int, steps: int = 8) -> Path:
+    """``path``: a PNG of two rows, the real frames of a held-out episode's first window and the
+    model's replay of them (teacher-forced with the actions the dynamics was trained on)."""
+    from worldsim.data.latent_store import LatentStore
+    from worldsim.rollout import real_vs_model
+    from worldsim.training.stages import split_episodes
+    from worldsim.video import save_frame_strip
+
+    _, val_ids = split_episodes(len(store), val_episodes, str(latents_dir))
+    episode = val_ids[0] if val_ids else len(store) - 1
+    n = min(store.episode_length(episode), sim.context_frames + steps)
+    if sim.bundle.action_source == "real":
+        actions, kind = store.read_steps(episode, 0, n - 1)["actions"], "real"
+    else:
+        actions, kind = LatentStore(latents_dir).read_labels("lam", episode, 0, n - 1), "latent"
+    real, model = real_vs_model(sim, store.read_frames(episode, 0, n), actions, action_type=kind)
+    return save_frame_strip({"real": real, "model": model}, path, scale=4)
+
+
+def summary_table(metrics: dict):
+    """The quickstart's headline figures as a rich table (every figure: ``metrics.json``)."""
+    from rich.table import Table
+
+    def db(x) -> str:
+        return "n/a" if x is None else f"{x:.2f} dB"
+
+    table = Table(title="quickstart figures (held-out episodes)", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("compared with")
+    table.add_row("reconstruction PSNR", db(metrics.get("recon_psnr")), "")
+    table.add_row("delta-t-PSNR@4", db(metrics.get("delta_psnr_4")), "inferred - random actions")
+    rollout, copy_last = metrics.get("rollout_psnr") or {}, metrics.get("copy_last_psnr") or {}
+    for h in rollout:
+        table.add_row(f"rollout PSNR @{h}", db(rollout[h]), f"copy-last {db(copy_last.get(h))}")
+    if metrics.get("fps_single") is not None:
+        table.add_row("frames/s, one world", f"{metrics['fps_single']:.0f}", "")
+        table.add_row("frames/s, 64 worlds", f"{metrics['fps_batched']:.0f}", "")
+    readout = (metrics.get("heads_on_rollouts") or {}).get("readout")
+    if readout is not None:
+        coin = readout["coin"]
+        table.add_row("readout coins P / R", f"{coin['precision']:.2f} / {coin['recall']:.2f}",
+                      f"precision / recall, {coin['true']} true")
+    return table
+
+
+def next_commands(bundle_dir: Path, out: Path) -> list[str]:
+    """What to run next with the bundle just made: a comment line, then the command."""
+    return ["next:",
+            "  # play it with the keyboard", f"  worldsim play bundle={bundle_dir}",
+            "  # train an agent inside it", f"  worldsim agent mode=train bundle={bundle_dir} out={out / 'agent'}",
+            "  # plan in it, act in the real game", f"  worldsim plan bundle={bundle_dir}"]
 
 
 def fit_adapter_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:

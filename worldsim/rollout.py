@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim.data.clips import resize_frames
 from worldsim.simulator import Simulator
 
 POLICIES = ("random", "sticky")
@@ -85,6 +86,27 @@ def write_rollout(
     ]
 
 
+@torch.no_grad()
+def real_vs_model(
+    sim: Simulator, frames: Any, actions: Any, *, action_type: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replay a real window in one world, teacher-forced: start ``sim`` from the first
+    ``k = sim.context_frames`` of the uint8 frames ``[T, H, W, 3]`` and step with ``actions``
+    (``actions[i]`` leads from frame i to i+1; of ``action_type``). Returns the real frames and the
+    model's, uint8 ``[T - k + 1, h, w, 3]`` each, from the last context frame on, at the model's
+    frame size."""
+    frames = resize_frames(torch.as_tensor(np.asarray(frames)), sim.frame_size).numpy()
+    k = sim.context_frames
+    if len(frames) <= k or len(actions) < len(frames) - 1:
+        raise ValueError(f"real_vs_model: need more than {k} frames and one action per transition, got "
+                         f"{len(frames)} frames and {len(actions)} actions")
+    model = [sim.reset(frames[None, :k], batch=1, decode=True).frames[0].cpu().numpy()]
+    for i in range(k - 1, len(frames) - 1):
+        out = sim.step(torch.as_tensor(np.asarray(actions[i : i + 1])), decode=True, action_type=action_type)
+        model.append(out.frames[0].cpu().numpy())
+    return frames[k - 1 :], np.stack(model)
+
+
 def run(cfg) -> list[Path]:
     """``worldsim rollout``: the composed ``configs/rollout.yaml``."""
     from worldsim.bundle import load_simulator
@@ -122,4 +144,4 @@ def run(cfg) -> list[Path]:
     return paths
 
 
-__all__ = ["POLICIES", "generate", "policy_actions", "run", "write_rollout"]
+__all__ = ["POLICIES", "generate", "policy_actions", "real_vs_model", "run", "write_rollout"]

@@ -1,4 +1,5 @@
-"""Video and image export: mp4 (H.264) and gif files, side-by-side and grid compositions.
+"""Video and image export: mp4 (H.264) and gif files, side-by-side and grid compositions,
+labelled frame strips (PNG).
 
 Frames are uint8 ``[t, h, w, 3]`` (numpy or torch); model outputs in ``[-1, 1]`` convert with
 ``worldsim.data.tensor_to_frames`` first. Upscaling is nearest-neighbour by an integer factor,
@@ -254,6 +255,37 @@ def save_image_grid(
     ncols = ncols or math.ceil(math.sqrt(frames.shape[0]))
     image = grid(list(frames[:, None]), ncols, sep=sep)[0]  # each frame a one-frame video
     image = upscale(image, scale)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return path
+
+
+def save_frame_strip(
+    rows: dict[str, Any],
+    path: str | os.PathLike,
+    *,
+    scale: int = 1,
+    sep: int = 2,
+    label_width: int = 48,
+) -> Path:
+    """Write labelled rows of frames (``{label: [t, h, w, 3]}``, equal shapes) as one PNG: each
+    row left to right, its label in white on a black column at its left."""
+    from PIL import Image, ImageDraw
+
+    if not rows:
+        raise ValueError("save_frame_strip: give at least one row")
+    vids = [as_frames(v, f"strip row {name!r}") for name, v in rows.items()]
+    if len({v.shape for v in vids}) != 1:
+        raise ValueError(f"save_frame_strip: rows differ in shape {[v.shape for v in vids]}")
+    t, h = vids[0].shape[:2]
+    image = upscale(grid([f[None] for v in vids for f in v], t, sep=sep)[0], scale)
+    labels = Image.new("RGB", (label_width, image.shape[0]), (0, 0, 0))
+    draw = ImageDraw.Draw(labels)
+    for i, name in enumerate(rows):
+        draw.text((3, i * (h + sep) * scale + max(0, (h * scale - 11) // 2)), str(name), fill=(255, 255, 255))
+    bar = np.full((image.shape[0], sep * scale, 3), 255, np.uint8)
+    image = np.concatenate([np.asarray(labels), bar, image], axis=1)
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
