@@ -17,14 +17,40 @@ def test_command_composes(command):
     assert "env" in cfg and "trainer" in cfg and "autoencoder" in cfg
 
 
+def _leaves(node: dict, prefix: str = ""):
+    """(dotted key, value) of every leaf of a YAML file's mapping, ``defaults`` left out."""
+    for key, value in node.items():
+        if key == "defaults":
+            continue
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 @pytest.mark.parametrize("group", ["env", "data", "autoencoder", "trainer", "experiment"])
 def test_every_group_option_composes(group):
+    """Each option of a group composes into every command, and every value its file sets is the
+    one the composed config holds (``???``: a value the user must give, still missing)."""
+    from omegaconf import OmegaConf
+
+    from worldsim.config import config_dir
+
     options = group_options(group)
     assert options, f"configs/{group}/ is empty"
     for option in options:
+        values = dict(_leaves(OmegaConf.to_container(OmegaConf.load(config_dir() / group / f"{option}.yaml"))))
         for command in COMMANDS:
             cfg = compose(command, [f"{group}={option}"])
-            assert cfg is not None
+            node = cfg if group == "experiment" else cfg[group]  # experiments are @package _global_
+            for key, value in values.items():
+                if value == "???":
+                    assert OmegaConf.is_missing(OmegaConf.select(node, key.rpartition(".")[0]) if "." in key
+                                                else node, key.rpartition(".")[2]), (command, option, key)
+                    continue
+                got = OmegaConf.select(node, key)
+                got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
+                assert got == value, (command, f"{group}={option}", key, got, value)
 
 
 @pytest.mark.parametrize("preset", group_options("autoencoder"))

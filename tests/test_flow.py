@@ -144,11 +144,26 @@ def test_classifier_free_guidance_path():
     torch.testing.assert_close(guided_cached, guided, atol=1e-5, rtol=1e-5)
 
 
-def test_rollout_continuous_actions_shape():
+def test_rollout_continuous_actions_shape_and_effect():
     net = build_dynamics("tiny", action_type="continuous", action_dim=2)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a fresh net is the identity (zero-init): make the action reach the output
+        for p in net.parameters():
+            if p.dim() > 0 and p.abs().sum() == 0:
+                p.normal_(0, 0.2)
     z = torch.randn(3, 2, 4, 8, 8)
-    out = rollout(net, z, torch.randn(3, 1, 2), torch.randn(3, 5, 2), steps=1)
+    context, actions = torch.randn(3, 1, 2), torch.randn(3, 5, 2)
+
+    def run(acts):
+        return rollout(net, z, context, acts, steps=1, generator=torch.Generator().manual_seed(0))
+
+    out = run(actions)
     assert out.shape == (3, 5, 4, 8, 8)
+    torch.testing.assert_close(run(actions), out)  # same noise, same actions: same rollout
+    other = actions.clone()
+    other[:, 0] += 1.0  # only the first action differs
+    moved = (run(other) - out).abs().flatten(2).amax(-1)  # [b, H]
+    assert (moved > 1e-3).all(), moved  # every world, from the first generated frame on
 
 
 def test_noise_levels_keep_the_predicted_frame_noisy():
