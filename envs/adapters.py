@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 from PIL import Image
 
-from envs import BUILTIN_GAMES
+from envs.builtin import BUILTIN_GAMES
 from worldsim.config import InputError
 
 _PROCGEN = re.compile(r"^(?:procgen:)?procgen-([a-z]+)-v\d+$")

@@ -9,11 +9,14 @@ Lightning.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import Dataset
 
 
 class TrainingDiverged(RuntimeError):
@@ -65,6 +68,13 @@ class OptimConfig:
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def optim_config(trainer_cfg: DictConfig) -> OptimConfig:
+    """The optimizer settings of a ``trainer`` config node."""
+    return OptimConfig(lr=float(trainer_cfg.lr), weight_decay=float(trainer_cfg.weight_decay),
+                       warmup_steps=int(trainer_cfg.warmup_steps), schedule=str(trainer_cfg.schedule),
+                       total_steps=int(trainer_cfg.max_steps))
 
 
 class StageModule(L.LightningModule):
@@ -141,3 +151,13 @@ class StageModule(L.LightningModule):
                 return int(v.shape[0])
         return 1
 
+
+@dataclass
+class Stage:
+    """What a stage builder (``stages.BUILDERS``) hands to the trainer (``train.run``)."""
+
+    module: StageModule
+    train_set: Dataset
+    val_set: Dataset | None
+    finish: Callable[[L.Trainer, StageModule], dict] = lambda trainer, module: {}
+    extra_callbacks: list[L.Callback] = field(default_factory=list)

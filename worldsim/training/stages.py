@@ -18,9 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from worldsim.config import ConfigError
-from worldsim.training.base import StageModule
+from worldsim.data.atomic import atomic_write_json
+from worldsim.training.base import Stage, StageModule, optim_config
 from worldsim.training.callbacks import trained_seconds
-from worldsim.training.train import Stage, optim_config
 
 TRAIN_LENGTH = 2**62  # clip datasets are pure functions of the index: epochs draw fresh windows
 
@@ -73,7 +73,7 @@ def build_autoencoder(cfg: DictConfig, run_dir: Path) -> Stage:
                                    progress=bool(cfg.trainer.progress))
             summary["latent_store"] = str(latents.root)
             summary["latent_bytes_per_frame"] = latents.bytes_per_frame()
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_json(run_dir / "summary.json", summary, indent=2)  # the step's "done" marker
         return summary
 
     return Stage(module=module, train_set=train_set, val_set=val_set, finish=finish)
@@ -156,7 +156,7 @@ def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
         else:
             labels = label_transitions(net, source)
         summary = {"train_seconds": seconds, "steps": int(trainer.global_step), **lam_figures(labels, source, val_ids, net.cfg.num_codes, seed)}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_json(run_dir / "summary.json", summary, indent=2)  # the step's "done" marker
         return summary
 
     return Stage(module=module, train_set=train_set, val_set=val_set, finish=finish)
@@ -281,7 +281,7 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
                                            num_codes=dyn_cfg.num_actions, device=module.device))
             if module.heads is not None:
                 summary.update(heads_metrics(module.heads.eval(), latents, val_ids, actions=mode, device=module.device))
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_json(run_dir / "summary.json", summary, indent=2)  # the step's "done" marker
         return summary
 
     return Stage(module=module, train_set=train_set, val_set=val_set, finish=finish)

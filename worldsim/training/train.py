@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -24,10 +22,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from worldsim.config import ConfigError
-from worldsim.training.base import OptimConfig, StageModule
+from worldsim.training.base import Stage
 from worldsim.training.callbacks import (
     LAST,
     ExitCheckpoint,
@@ -38,30 +36,8 @@ from worldsim.training.callbacks import (
 )
 from worldsim.training.progress import StepProgressBar, quiet_lightning
 from worldsim.training.sampling import FixedSubset, StepSampler, loader_generator
+from worldsim.training.stages import BUILDERS
 from worldsim.weights import WeightsError, load_plain
-
-
-@dataclass
-class Stage:
-    """What a stage builder hands to the trainer."""
-
-    module: StageModule
-    train_set: Dataset
-    val_set: Dataset | None
-    finish: Callable[[L.Trainer, StageModule], dict] = lambda trainer, module: {}
-    extra_callbacks: list[L.Callback] = field(default_factory=list)
-
-
-def optim_config(trainer_cfg: DictConfig) -> OptimConfig:
-    return OptimConfig(lr=float(trainer_cfg.lr), weight_decay=float(trainer_cfg.weight_decay),
-                       warmup_steps=int(trainer_cfg.warmup_steps), schedule=str(trainer_cfg.schedule),
-                       total_steps=int(trainer_cfg.max_steps))
-
-
-def _stage_builders() -> dict[str, Callable[[DictConfig, Path], Stage]]:
-    from worldsim.training import stages
-
-    return stages.BUILDERS
 
 
 class StageData(L.LightningDataModule):
@@ -161,9 +137,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], re
 
 def run(cfg: DictConfig) -> dict:
     """Train ``cfg.stage``; returns the stage's summary (metrics, paths, seconds)."""
-    builders = _stage_builders()
-    if cfg.stage not in builders:
-        raise ConfigError(f"stage={cfg.stage!r}: allowed stages are {', '.join(builders)}")
+    if cfg.stage not in BUILDERS:
+        raise ConfigError(f"stage={cfg.stage!r}: allowed stages are {', '.join(BUILDERS)}")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt, resumed_step = resume_path(run_dir, bool(cfg.resume))
@@ -177,7 +152,7 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
-    stage = builders[cfg.stage](cfg, run_dir)
+    stage = BUILDERS[cfg.stage](cfg, run_dir)
     module = stage.module
     callbacks = list(stage.extra_callbacks)
     if stage.val_set is not None and len(stage.val_set) > 0:

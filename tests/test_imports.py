@@ -1,0 +1,133 @@
+"""No import cycle among the project's modules (worldsim, agents, envs).
+
+The graph holds every ``import`` of a module, at the top of the file and inside functions alike
+(a function-level import only hides a cycle, it does not remove it); ``import pkg`` counts as an
+import of ``pkg/__init__.py``, ``from pkg import mod`` as one of ``pkg/mod.py``. Run it alone with
+``python -m pytest -q tests/test_imports.py``; it prints each cycle it finds.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("worldsim", "agents", "envs")
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the project's packages."""
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The project module ``name`` refers to (itself, or the nearest package above it)."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (anywhere in the file; TYPE_CHECKING blocks too)."""
+    modules = module_files()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(_resolve(a.name, modules) for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package holding this module
+                    package = name if is_package else name.rpartition(".")[0]
+                    for _ in range(node.level - 1):
+                        package = package.rpartition(".")[0]
+                    base = f"{package}.{base}" if base else package
+                for alias in node.names:  # `from pkg import mod` imports the module pkg.mod
+                    full = f"{base}.{alias.name}"
+                    targets.add(full if full in modules else _resolve(base, modules))
+        targets.discard(None)
+        targets.discard(name)
+        graph[name] = targets
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _edges_within(graph: dict[str, set[str]], comp: list[str]) -> list[str]:
+    members = set(comp)
+    return [f"{a} -> {b}" for a in comp for b in sorted(graph[a] & members)]
+
+
+def test_the_graph_sees_function_level_and_relative_imports():
+    graph = import_graph()
+    assert "worldsim.simulator" in graph["worldsim.bundle"] or "worldsim.bundle" in graph["worldsim.simulator"]
+    assert "worldsim.data.atomic" in graph["worldsim.data"]  # `from .atomic import ...` in the package
+
+
+# The one cycle left: bundle.load_simulator builds a Simulator, whose module imports Bundle; the
+# package's lazy ``worldsim.load_simulator`` and bundle's ``worldsim.__version__`` close a second
+# loop. Breaking it moves load_simulator beside the Simulator.
+KNOWN_CYCLES = [["worldsim", "worldsim.bundle", "worldsim.simulator", "worldsim.start_context"]]
+
+
+def _report(graph: dict[str, set[str]], cycles: list[list[str]]) -> str:
+    return "\n".join(f"cycle {c}:\n  " + "\n  ".join(_edges_within(graph, c)) for c in cycles)
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    cycles = [c for c in find_cycles(graph) if c not in KNOWN_CYCLES]
+    assert not cycles, _report(graph, cycles)
+
+
+@pytest.mark.xfail(strict=True, reason="bundle <-> simulator through load_simulator; see KNOWN_CYCLES")
+def test_the_known_cycles_are_gone():
+    graph = import_graph()
+    cycles = find_cycles(graph)
+    assert not cycles, _report(graph, cycles)
