@@ -15,7 +15,6 @@ never imports ``agents``. Each takes the composed config of ``configs/<name>.yam
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from agents.trainer import TrainConfig
 from worldsim.config import ConfigError, require
+from worldsim.data.atomic import atomic_write_json
 
 AGENT_MODES = ("train", "eval", "rank")
 PLAN_MODES = ("eval",)
@@ -162,11 +162,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     brief = {k: v for k, v in results.items() if k != "episodes"}
     print(json.dumps(brief, indent=2))
     if cfg.out:
-        path = Path(cfg.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, path)
+        atomic_write_json(Path(cfg.out), results, indent=2)
     return results
 
 

@@ -20,7 +20,6 @@ trainings against gradient updates).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import fields
@@ -33,6 +32,7 @@ import torch
 from agents.actor_critic import ActorCritic
 from agents.real_game import RealGameSource, train_in_real_game
 from agents.trainer import TrainConfig, load_checkpoint, plot_curves
+from worldsim.data.atomic import atomic_write_json
 
 
 class AgentPolicy:
@@ -197,9 +197,7 @@ def compare_in_real_game(
         results["plot"] = str(out / "curves.png")
     finally:
         source.close()
-    tmp = out / ".eval.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / "eval.json")
+    atomic_write_json(out / "eval.json", results, indent=2)
     return results
 
 

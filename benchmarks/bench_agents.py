@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import tempfile
 import time
@@ -37,6 +36,7 @@ from agents.imagination import train_in_imagination
 from agents.plan_eval import evaluate_planner
 from agents.trainer import TrainConfig
 from worldsim.bundle import untrained_bundle
+from worldsim.data.atomic import atomic_write_json
 from worldsim.env import PRECISIONS
 from worldsim.simulator import ACTION_TYPES
 
@@ -172,11 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
             "threads": torch.get_num_threads(),
         },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    tmp_out.write_text(json.dumps(results, indent=2))
-    os.replace(tmp_out, out)
+    atomic_write_json(Path(args.out), results, indent=2)
     print(json.dumps(results, indent=2))
     tmp.cleanup()
     return results
