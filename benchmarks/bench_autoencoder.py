@@ -6,7 +6,7 @@ Measures, in one run on one machine:
   no grad, float32, best of a few repeats);
 - bytes per frame: float16 latents in the cache vs raw uint8 frames, both as arrays and as
   stored on disk (the ``EpisodeStore`` deflates frames; the latent cache stores latents raw);
-- with ``--train SECONDS``: the acceptance run. Record episodes of the default built-in game
+- with ``--train SECONDS``: a timed training run. Record episodes of the default built-in game
   with sticky random actions (training episodes with one seed, held-out ones with another),
   train the preset with AdamW (warm-up, then cosine decay over the time budget) on random frame
   batches, and log held-out reconstruction PSNR against training seconds.
