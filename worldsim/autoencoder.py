@@ -123,8 +123,8 @@ PRESETS: dict[str, AutoencoderConfig] = {
     "tiny": AutoencoderConfig(
         frame_height=32, frame_width=32, latent_channels=4, width=8, max_mult=2
     ),
-    # The CPU demo: >= 30 dB on the default built-in game within 3 minutes on 2 cores.
-    # The pixel-unshuffle stem makes it ~4x cheaper per step than a full-resolution first stage.
+    # The CPU demo: minutes on 2 cores (docs/autoencoder.md, Results). The pixel-unshuffle stem
+    # makes a step much cheaper than a full-resolution first stage would.
     "quickstart": AutoencoderConfig(latent_channels=8, width=32, max_mult=2, patch_size=2),
     # GPU sizes.
     "base": AutoencoderConfig(latent_channels=8, width=64, num_res_blocks=2),

@@ -93,8 +93,8 @@ class DynamicsConfig:
 PRESETS: dict[str, DynamicsConfig] = {
     # Tests: a forward pass in milliseconds.
     "tiny": DynamicsConfig(patch_size=2, dim=32, depth=2, heads=2, num_actions=4, context_window=8),
-    # Two CPU cores, ~10 minutes: 64x64 games encoded to 8 x 16 x 16 latents, 2x2 patches -> 64
-    # tokens per frame; ~0.4 s per step of 16 clips x 12 frames on one loaded core.
+    # Two CPU cores, minutes: 64x64 games encoded to 8 x 16 x 16 latents, 2x2 patches -> 64
+    # tokens per frame (speed and quality: docs/dynamics.md, Results).
     "quickstart": DynamicsConfig(
         latent_channels=8,
         latent_height=16,
@@ -105,8 +105,8 @@ PRESETS: dict[str, DynamicsConfig] = {
         heads=4,
         context_window=8,
     ),
-    # One GPU, minutes: 9.9 M parameters. Six minutes on an H100 on 1,200 quickstart episodes
-    # (docs/dynamics.md) give delta-t-PSNR@4 11 dB where "quickstart" on the same data has 6.9.
+    # One GPU, minutes: 9.9 M parameters, the same latents and tokens as "quickstart"
+    # (docs/dynamics.md, Results).
     "medium": DynamicsConfig(
         latent_channels=8,
         latent_height=16,

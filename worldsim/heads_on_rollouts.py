@@ -2,10 +2,9 @@
 
 The heads are first trained beside the dynamics on real latents (``worldsim/heads.py``), but in
 imagination they read latents the dynamics generated, which drift from real ones within a few
-frames. Heads that only ever saw real latents then misread them: on the quickstart bundle, under
-the data's own actions, they found 18% of the coins in generated windows and put 86% of their
-coins where there were none (``docs/agents.md``). This module fits the heads to what they will
-read:
+frames. Heads that only ever saw real latents then misread them: they miss most coins in
+generated windows and find coins where there are none (``docs/dynamics.md``, Results). This
+module fits the heads to what they will read:
 
 1. **Pool.** ``build_pool`` draws windows of ``context + horizon`` latents uniformly from the
    given episodes (so rewards keep their natural rates), gives the dynamics the first
