@@ -13,6 +13,9 @@ deviation over seeds of the per-seed mean return.
 3. the same actor-critic (same network, same hyper-parameters) trained in the real game for the
    same number of gradient updates (``agents.real_game.train_in_real_game``; reused from
    ``out_dir/real`` when already trained),
+4. with ``matched_updates``, the same actor-critic trained in the real game for only that many
+   updates (``out_dir/real_matched``): given as many real frames as the world model was trained
+   on, the sample-efficiency baseline,
 
 each on the same seeds, then writes ``eval.json`` and ``curves.png`` (the return curves of both
 trainings against gradient updates).
@@ -129,6 +132,7 @@ def compare_in_real_game(
     greedy: bool = False,
     real_num_envs: int | None = None,
     train_real: bool = True,
+    matched_updates: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -163,21 +167,22 @@ def compare_in_real_game(
         rand = RandomPolicy(source.num_real_actions, seed=0)
         results["random_return"] = evaluate_policy(rand, source, list(seeds), max_steps=max_steps)
         curves = {"imagination": ckpt.get("rows", [])}
-        if train_real:
-            known = {f.name for f in fields(TrainConfig)}
-            saved = {k: v for k, v in ckpt["train_config"].items() if k in known}
+        runs = [("real", "real_return", "real game", int(ckpt["update"]))] if train_real else []
+        if matched_updates is not None:
+            if matched_updates < 1:
+                raise ValueError(f"compare_in_real_game: matched_updates must be >= 1, got {matched_updates}")
+            runs.append(("real_matched", "sample_matched_return", "real game, matched frames",
+                         int(matched_updates)))
+        known = {f.name for f in fields(TrainConfig)}
+        saved = {k: v for k, v in ckpt["train_config"].items() if k in known}
+        network = {"channels": model.cfg.channels, "hidden": model.cfg.hidden}
+        for folder, key, label, updates in runs:
             train = TrainConfig(
-                **{
-                    **saved,
-                    "updates": int(ckpt["update"]),
-                    "reset_each_update": False,
-                    "progress": progress,
-                }
+                **{**saved, "updates": updates, "reset_each_update": False, "progress": progress}
             )
-            network = {"channels": model.cfg.channels, "hidden": model.cfg.hidden}
             summary = train_in_real_game(
                 bundle,
-                out / "real",
+                out / folder,
                 env_id=source.env_id,
                 num_envs=real_num_envs or int(meta.get("num_envs", 16)),
                 obs_type=obs_type,
@@ -188,11 +193,10 @@ def compare_in_real_game(
             )
             real_model, real_ckpt = load_checkpoint(summary["checkpoint"])
             real_agent = AgentPolicy(real_model, greedy=greedy, seed=0, real=real)
-            results["real_return"] = evaluate_policy(
-                real_agent, source, list(seeds), max_steps=max_steps
-            )
-            results["real_checkpoint"] = summary["checkpoint"]
-            curves["real game"] = real_ckpt.get("rows", [])
+            results[key] = evaluate_policy(real_agent, source, list(seeds), max_steps=max_steps)
+            results[key]["updates"] = updates
+            results[f"{folder}_checkpoint"] = summary["checkpoint"]
+            curves[label] = real_ckpt.get("rows", [])
         plot_curves(curves, out / "curves.png")
         results["plot"] = str(out / "curves.png")
     finally:

@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=300)
-    p.add_argument("--planner", default="cem", choices=("cem", "mppi"))
+    p.add_argument("--planner", default="cem", choices=("cem", "mppi", "none"),
+                   help="planner run on the goal tasks (none: skip planning)")
+    p.add_argument("--world-frames", type=int, default=None,
+                   help="real frames the world model was trained on: also train the real-game agent "
+                   "on that many frames (the sample-efficiency baseline, sample_matched_return)")
     p.add_argument("--population", type=int, default=64)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--plan-horizon", type=int, default=8)
@@ -128,22 +132,26 @@ def main(argv: list[str] | None = None) -> dict:
         episodes=args.episodes,
         max_steps=args.max_steps,
         real_num_envs=args.num_envs,
+        matched_updates=None if args.world_frames is None
+        else max(1, -(-args.world_frames // (args.num_envs * args.horizon))),
     )
-    planner = {
-        "action_type": args.action_type,
-        "method": args.planner,
-        "population": args.population,
-        "iterations": args.iterations,
-        "horizon": args.plan_horizon,
-        "replan_every": args.replan_every,
-    }
-    pl = evaluate_planner(
-        bundle,
-        planner=planner,
-        seeds=tuple(args.seeds),
-        num_tasks=args.num_tasks,
-        sampler_steps=args.sampler_steps,
-    )
+    pl = None
+    if args.planner != "none":
+        planner = {
+            "action_type": args.action_type,
+            "method": args.planner,
+            "population": args.population,
+            "iterations": args.iterations,
+            "horizon": args.plan_horizon,
+            "replan_every": args.replan_every,
+        }
+        pl = evaluate_planner(
+            bundle,
+            planner=planner,
+            seeds=tuple(args.seeds),
+            num_tasks=args.num_tasks,
+            sampler_steps=args.sampler_steps,
+        )
     strip = lambda d: {"mean": d["mean"], "std": d["std"], "n": d["n"]}  # noqa: E731
     results = {
         "untrained": untrained,
@@ -162,9 +170,12 @@ def main(argv: list[str] | None = None) -> dict:
         "imagination_return": strip(ev["imagination_return"]),
         "real_return": strip(ev["real_return"]),
         "random_return": strip(ev["random_return"]),
-        "plan_success": strip(pl["plan_success"]),
-        "plan_budget": pl["plan_budget"] | {"method": args.planner},
-        "plan_seconds_per_action": strip(pl["plan_seconds_per_action"]),
+        **({"sample_matched_return": strip(ev["sample_matched_return"])
+            | {"updates": ev["sample_matched_return"]["updates"], "world_frames": args.world_frames}}
+           if "sample_matched_return" in ev else {}),
+        **({"plan_success": strip(pl["plan_success"]),
+            "plan_budget": pl["plan_budget"] | {"method": args.planner},
+            "plan_seconds_per_action": strip(pl["plan_seconds_per_action"])} if pl else {}),
         "imagination_train_seconds": train_s,
         "machine": {
             "platform": platform.platform(),

@@ -201,11 +201,14 @@ def test_compare_in_real_game_trains_the_real_baseline(bundle, tmp_path, action_
         episodes=2,
         max_steps=4,
         real_num_envs=2,
+        matched_updates=1,
     )
-    for key in ("imagination_return", "random_return", "real_return"):
+    for key in ("imagination_return", "random_return", "real_return", "sample_matched_return"):
         assert res[key]["n"] == 3
     real_model, real_ckpt = load_checkpoint(res["real_checkpoint"])
     assert real_ckpt["update"] == 2  # the same number of gradient updates
+    # The sample-efficiency baseline: as many real frames as the world saw, here one update.
+    assert load_checkpoint(res["real_matched_checkpoint"])[1]["update"] == 1
     assert real_ckpt["meta"]["action_type"] == res["action_type"] == action_type
     assert real_model.cfg.num_actions == model.cfg.num_actions
     assert (tmp_path / "eval" / "eval.json").is_file() and (
