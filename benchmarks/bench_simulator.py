@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from worldsim.bundle import load_simulator, untrained_bundle
+from worldsim.bundle import untrained_bundle
+from worldsim.simulator import load_simulator
 
 
 def timed_steps(sim, batch: int, steps: int, decode: bool) -> float:

@@ -13,11 +13,11 @@ from worldsim.autoencoder import config_from_preset as ae_preset
 from worldsim.bundle import (
     BundleError,
     load_bundle,
-    load_simulator,
     save_bundle,
     untrained_bundle,
 )
 from worldsim.dynamics import build_dynamics
+from worldsim.simulator import load_simulator
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 

@@ -14,7 +14,8 @@ from agents.planners import (
     SequencePlanner,
     SimulatorModel,
 )
-from worldsim.bundle import load_simulator, untrained_bundle
+from worldsim.bundle import untrained_bundle
+from worldsim.simulator import load_simulator
 
 TARGET = torch.tensor([2, 0, 3, 1, 1])
 

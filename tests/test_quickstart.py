@@ -30,7 +30,7 @@ def test_tiny_quickstart_end_to_end(tmp_path):
     assert strip.shape[0] == 2 * 32 * 4 + 2 * 4 and strip.shape[2] == 3
     assert metrics["fps_single"] > 0 and metrics["fps_batched"] > 0
 
-    from worldsim.bundle import load_simulator
+    from worldsim.simulator import load_simulator
 
     sim = load_simulator(out / "bundle")
     first = sim.reset(batch=2, decode=True)

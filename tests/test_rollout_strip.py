@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from worldsim.bundle import load_bundle, load_simulator, untrained_bundle
+from worldsim.bundle import load_bundle, untrained_bundle
 from worldsim.rollout import real_vs_model
+from worldsim.simulator import load_simulator
 from worldsim.video import save_frame_strip
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.bundle import load_bundle, load_simulator, untrained_bundle
+from worldsim.bundle import load_bundle, untrained_bundle
 from worldsim.data import Episode
+from worldsim.simulator import load_simulator
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.bundle import load_simulator, untrained_bundle
+from worldsim.bundle import untrained_bundle
 from worldsim.data import Episode, EpisodeStore
+from worldsim.simulator import load_simulator
 from worldsim.viewer import PlayController, Viewer, load_episode, meaning_tokens
 
 ATARI = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "RIGHTFIRE"]

@@ -2,13 +2,13 @@
 
 from typing import Any
 
-__version__ = "0.1.0"
+from worldsim.version import __version__ as __version__
 
 
 def __getattr__(name: str) -> Any:
     # Lazy exports: importing ``worldsim`` stays cheap (no torch until a name is used).
     if name == "load_simulator":
-        from worldsim.bundle import load_simulator
+        from worldsim.simulator import load_simulator
 
         return load_simulator
     raise AttributeError(f"module 'worldsim' has no attribute {name!r}")

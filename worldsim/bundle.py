@@ -42,14 +42,14 @@ import numpy as np
 import torch
 from torch import nn
 
-import worldsim
 from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
 from worldsim.autoencoder import Autoencoder, AutoencoderConfig
 from worldsim.binding import ActionBinding
+from worldsim.context_file import read_contexts
 from worldsim.dynamics import DynamicsConfig, DynamicsModel
 from worldsim.heads import HeadsConfig, RewardTerminationHeads
 from worldsim.latent_action import LatentActionConfig, LatentActionModel
-from worldsim.start_context import read_contexts
+from worldsim.version import __version__
 from worldsim.weights import WeightsError, build_and_load, save_weights
 
 BUNDLE_FORMAT = 1
@@ -246,7 +246,7 @@ def save_bundle(
             "action_adapter": action_adapter}
     doc = {
         "format_version": BUNDLE_FORMAT,
-        "worldsim_version": worldsim.__version__,
+        "worldsim_version": __version__,
         "networks": {
             name: dataclasses.asdict(_config_of(name, net))
             for name, net in nets.items()
@@ -335,7 +335,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     if version not in SUPPORTED_FORMATS:
         raise BundleError(
             f"bundle {root}: format version {version!r} is not supported; this worldsim "
-            f"({worldsim.__version__}) reads versions {list(SUPPORTED_FORMATS)}"
+            f"({__version__}) reads versions {list(SUPPORTED_FORMATS)}"
         )
     configs = doc.get("networks", {})
     for required in ("autoencoder", "dynamics"):
@@ -393,23 +393,6 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         meta=meta,
         action_adapter=nets["action_adapter"],
     )
-
-
-def load_simulator(
-    path: str | os.PathLike | Bundle,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
-    **options: Any,
-):
-    """Load a bundle and wrap it in a :class:`worldsim.simulator.Simulator`.
-
-    ``options`` go to the Simulator (``batch``, ``sampler_steps``, ``context_noise``,
-    ``cfg_scale``, ``window``, ``action_type``, ``autocast``, ``history``).
-    """
-    from worldsim.simulator import Simulator
-
-    bundle = path if isinstance(path, Bundle) else load_bundle(path)
-    return Simulator(bundle, device=device, dtype=dtype, **options)
 
 
 def untrained_bundle(
@@ -503,6 +486,5 @@ __all__ = [
     "Bundle",
     "BundleError",
     "load_bundle",
-    "load_simulator",
     "save_bundle",
 ]

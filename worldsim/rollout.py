@@ -109,8 +109,8 @@ def real_vs_model(
 
 def run(cfg) -> list[Path]:
     """``worldsim rollout``: the composed ``configs/rollout.yaml``."""
-    from worldsim.bundle import load_simulator
     from worldsim.config import ConfigError, require
+    from worldsim.simulator import load_simulator
 
     if cfg.steps < 1 or cfg.num_worlds < 1:
         raise ConfigError(

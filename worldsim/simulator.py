@@ -56,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldsim.bundle import Bundle
+from worldsim.bundle import Bundle, load_bundle
 from worldsim.data.clips import resize_frames
 from worldsim.data.episode import frames_to_tensor
 from worldsim.flow import sample_next
@@ -502,4 +503,20 @@ class Simulator:
         return self._result(reward, terminated, uncertainty, decode)
 
 
-__all__ = ["ACTION_TYPES", "TERMINATIONS", "Simulator", "StepResult"]
+def load_simulator(
+    path: str | os.PathLike | Bundle,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    **options: Any,
+):
+    """Load a bundle and wrap it in a :class:`Simulator`.
+
+    ``options`` go to the Simulator (``batch``, ``sampler_steps``, ``context_noise``,
+    ``cfg_scale``, ``window``, ``action_type``, ``autocast``, ``history``).
+    """
+    bundle = path if isinstance(path, Bundle) else load_bundle(path)
+    return Simulator(bundle, device=device, dtype=dtype, **options)
+
+
+
+__all__ = ["ACTION_TYPES", "TERMINATIONS", "Simulator", "StepResult", "load_simulator"]

@@ -373,8 +373,8 @@ def load_episode(spec: str) -> Episode:
 
 def run(cfg) -> dict[str, Any]:
     """``worldsim play``: the composed ``configs/play.yaml``."""
-    from worldsim.bundle import load_simulator
     from worldsim.config import require
+    from worldsim.simulator import load_simulator
 
     sim = load_simulator(
         require(cfg, "bundle"),

@@ -44,7 +44,7 @@ class ExitCheckpoint(L.Callback):
         self.saved_step = int(checkpoint["global_step"])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: resume needs it
+        trainer.save_checkpoint(self.path)  # the full state (optimizer, loops, callbacks): resume needs it
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, TrainingDiverged):
@@ -53,7 +53,7 @@ class ExitCheckpoint(L.Callback):
             return
         if trainer.global_step == 0:
             return
-        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: resume needs it
+        trainer.save_checkpoint(self.path)  # the full state (optimizer, loops, callbacks): resume needs it
 
 
 class DivergenceGuard(L.Callback):

@@ -4,7 +4,8 @@ Our trainer counts in steps (``max_steps``, ``max_epochs=-1``; one Lightning "ep
 checkpoint interval), so Lightning's own bar would read "Epoch 2/-2" and restart at every
 interval. :class:`StepProgressBar` shows one bar, ``step k / max_steps``, that a resumed run
 continues. :func:`quiet_lightning` drops Lightning's info lines (accelerator availability, its
-cloud-logging advert, "max_steps reached"): warnings still print.
+cloud-logging advert, "max_steps reached", the checkpoint writer's defaults): warnings still
+print.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ import logging
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
-# Loggers of Lightning's ``rank_zero_info`` (the pytorch and fabric halves each install one).
-LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+# Loggers of Lightning's ``rank_zero_info`` (the pytorch and fabric halves each install one),
+# and of its checkpoint writer ("`weights_only` was not set" on every full checkpoint).
+LIGHTNING_INFO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.trainer.connectors.checkpoint_connector",
+)
 
 
 def quiet_lightning() -> None:
