@@ -240,3 +240,44 @@ def test_true_actions_beat_random_actions_after_short_training():
     )
     delta = _psnr(true, z[:, 2:]) - _psnr(rand, z[:, 2:])
     assert delta > 1.0, delta
+
+
+def test_self_forced_history_is_the_models_own_rollout():
+    from worldsim.flow import self_forced
+
+    torch.manual_seed(0)
+    net = build_dynamics("tiny", num_actions=5).eval()
+    z, actions = blob_world(6, 8)
+    context = torch.ones(6, 8, dtype=torch.bool)
+    context[:, -1] = False
+    context[3:, 2] = False  # rows 3..5 are not in generation mode: left alone
+    out, rows = self_forced(net, z, actions, context, 1.0, steps=1, generator=torch.Generator().manual_seed(1))
+    assert rows.tolist() == [True, True, True, False, False, False]
+    changed = (out != z).flatten(2).any(-1)  # [b, t]: frames replaced
+    assert not changed[3:].any() and not changed[:, -1].any()  # other rows and every target stay real
+    k = int(changed[0].float().argmax())  # the first drawn frame
+    assert 2 <= k <= 6 and changed[:3, k:7].all() and not changed[:3, :k].any()
+    # the drawn frames are the sampler's rollout from the same real frames and actions (the
+    # generator replayed: the row draw, then k, then the rollout's noise)
+    g = torch.Generator().manual_seed(1)
+    torch.rand(6, generator=g), torch.randint(2, 7, (1,), generator=g)
+    expect = rollout(net, z[:3, :k], actions[:3, : k - 1], actions[:3, k - 1 : 6], steps=1, generator=g)
+    torch.testing.assert_close(out[:3, k:7], expect)
+    assert torch.isfinite(out).all()
+    same, _ = self_forced(net, z, actions, context, 0.0)
+    assert torch.equal(same, z)
+    with pytest.raises(ValueError, match="self_forcing"):
+        self_forced(net, z, actions, context, 1.5)
+
+
+def test_training_loss_with_self_forcing_trains():
+    torch.manual_seed(0)
+    net = build_dynamics("tiny", num_actions=5)
+    z, actions = blob_world(8, 6)
+    out = training_loss(net, z, actions, context_prob=1.0, self_forcing=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    assert out["self_forced"].item() == 1.0  # every clip in generation mode had its history drawn
+    out["loss"].backward()
+    assert net.training and all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+    plain = training_loss(net, z, actions, context_prob=1.0, generator=torch.Generator().manual_seed(0))
+    assert "self_forced" not in plain and plain["loss"].item() != out["loss"].item()

@@ -22,7 +22,7 @@ from worldsim import flow
 from worldsim.data import frames_to_tensor
 from worldsim.metrics import psnr, ssim
 
-HORIZONS = (1, 4, 8, 16)
+HORIZONS = (1, 2, 4, 8, 16)
 
 
 def sample_windows(lengths: Sequence[int], episodes: Sequence[int], window: int, count: int,
@@ -53,13 +53,15 @@ def _real_frames(store, latent_store, episode: int, start: int, stop: int, size:
 @torch.no_grad()
 def rollout_metrics(autoencoder, dynamics, latent_store, store, episodes: Sequence[int], *,
                     actions: str = "latent", label: str = "lam", horizons: Sequence[int] = HORIZONS,
-                    context: int = 2, num_windows: int = 32, steps: int = 4, num_codes: int | None = None,
+                    context: int = 2, num_windows: int = 128, steps: int = 4, num_codes: int | None = None,
                     seed: int = 0, device: str | torch.device = "cpu") -> dict:
     """Rollout figures on held-out ``episodes`` (indices into both stores, which align).
 
     Returns ``rollout_psnr`` / ``rollout_ssim`` (horizon -> value, with the inferred actions),
-    ``random_psnr``, ``copy_last_psnr``, ``delta_psnr_<t>`` for each horizon t, and, when the
-    dynamics was trained on real actions, ``real_action_psnr``.
+    ``random_psnr``, ``copy_last_psnr`` (the last real context frame repeated),
+    ``copy_last_decoded_psnr`` (the same frame as the autoencoder decodes it: what a model that
+    predicts "nothing moves" perfectly in latent space scores), and ``delta_psnr_<t>`` for each
+    horizon t.
     """
     H = max(horizons)
     window = context + H
@@ -104,6 +106,9 @@ def rollout_metrics(autoencoder, dynamics, latent_store, store, episodes: Sequen
 
     target = (px[:, context:] + 1) / 2
     copy_last = ((px[:, context - 1 : context] + 1) / 2).expand_as(target)
+    # the same baseline through the codec: the last context frame as the autoencoder draws it
+    decoded_last = autoencoder.decode(z[:, context - 1 : context] * std + mean).clamp(-1, 1)
+    copy_decoded = ((decoded_last + 1) / 2).expand_as(target)
     model = (run(acts) + 1) / 2
     rand = (run(random_like(acts)) + 1) / 2
 
@@ -115,6 +120,7 @@ def rollout_metrics(autoencoder, dynamics, latent_store, store, episodes: Sequen
         "rollout_ssim": at(model, ssim),
         "random_psnr": at(rand, psnr),
         "copy_last_psnr": at(copy_last, psnr),
+        "copy_last_decoded_psnr": at(copy_decoded, psnr),
         "windows": len(picks),
         "context": context,
         "sampler_steps": steps,

@@ -131,6 +131,8 @@ def training_loss(
     rewards: torch.Tensor | None = None,
     terminated: torch.Tensor | None = None,
     readout_weight: float = 1.0,
+    self_forcing: float = 0.0,
+    self_forcing_steps: int = 1,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Flow-matching loss of ``net`` on clean latent clips ``z [b, t, c, h, w]``.
@@ -146,6 +148,11 @@ def training_loss(
     noise level) is trained with them in the same pass, weighted by ``readout_weight``;
     transitions whose action was dropped for guidance are left out. Adds ``readout_loss`` and
     its parts ``readout_reward_loss`` / ``readout_termination_loss``.
+
+    ``self_forcing``: the fraction of clips in generation mode (every frame but the last is
+    context) whose history the network draws itself before the loss (:func:`self_forced`), so
+    that it learns to predict the real next frame from its own drifting frames; 0 trains on
+    real histories only. Adds ``self_forced`` (the fraction of clips that were).
     """
     if z.dim() != 5:
         raise ValueError(f"training_loss expects latents [b, t, c, h, w], got {tuple(z.shape)}")
@@ -173,6 +180,11 @@ def training_loss(
         device=dev,
         generator=generator,
     )
+
+    forced = None
+    if self_forcing > 0 and t >= 4:
+        z, forced = self_forced(net, z, actions, context, self_forcing, steps=self_forcing_steps,
+                                generator=generator)
 
     d = torch.zeros(b, t, device=dev)
     shortcut = (
@@ -234,12 +246,60 @@ def training_loss(
         "flow_loss": err[flow_frames].mean() if flow_frames.any() else zero,
         "shortcut_loss": err[moving].mean().detach() if moving.any() else zero,
     }
+    if forced is not None:
+        out["self_forced"] = forced.float().mean()
     if read:
         keep = None if null_mask is None else ~null_mask
         parts = net.readout.loss(events, rewards, terminated, mask=keep)
         out["loss"] = loss + readout_weight * parts["loss"]
         out.update({f"readout_{k}": v for k, v in parts.items()})
     return out
+
+
+@torch.no_grad()
+def self_forced(
+    net,
+    z: torch.Tensor,
+    actions: ActionInput | None,
+    context: torch.Tensor,
+    fraction: float,
+    *,
+    steps: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips whose history the network generated itself: ``-> (z', rows [b] bool)``.
+
+    Among the clips in generation mode (``context [b, t]`` true on every frame but the last), a
+    ``fraction`` keep their first ``k`` real frames (``k`` drawn in ``2 .. t-2``, one per batch)
+    and have frames ``k .. t-2`` replaced by the network's own KV-cached rollout from them
+    (:func:`rollout`, ``steps`` Euler / shortcut steps, the clip's actions), as the sampler
+    would draw them. The last frame stays real: it is the target, now predicted from a drifted
+    history. Rewards and terminations keep their real values, so a readout learns to read
+    events from generated frames too. Without actions (an unconditional model) no clip is.
+    """
+    b, t = z.shape[:2]
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"self_forcing must lie in [0, 1], got {fraction}")
+    dev = z.device
+    rows = context[:, :-1].all(dim=1) & (torch.rand(b, device=dev, generator=generator) < fraction)
+    if actions is None:  # an unconditional model: no rollout API without actions, so no rows
+        rows = torch.zeros_like(rows)
+    if t < 4 or not rows.any():
+        return z, rows
+    idx = rows.nonzero().squeeze(1)
+    k = int(torch.randint(2, t - 1, (1,), device=dev, generator=generator))
+    sub = map_actions(actions, lambda a: a[idx])
+    ctx_a = map_actions(sub, lambda a: a[:, : k - 1])
+    future = map_actions(sub, lambda a: a[:, k - 1 : t - 2])
+    was_training = net.training
+    net.eval()
+    try:
+        drawn = rollout(net, z[idx, :k], ctx_a, future, steps=steps, generator=generator)
+    finally:
+        net.train(was_training)
+    z = z.clone()
+    z[idx, k : t - 1] = drawn.to(z.dtype)
+    return z, rows
 
 
 # --- sampling --------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> Dic
     train_cfg = OmegaConf.create({
         "stage": stage, "run_dir": str(run_dir), "resume": (run_dir / "checkpoints" / "last.ckpt").exists(),
         "seed": int(cfg.seed), "encode_cache": True, "actions": cfg.actions, "readout": cfg.readout, "heads": cfg.heads,
-        "ema_decay": cfg.ema_decay, "sampler_steps": cfg.sampler_steps, "data": data, "trainer": trainer,
+        "ema_decay": cfg.ema_decay, "sampler_steps": cfg.sampler_steps, "self_forcing": cfg.self_forcing,
+        "data": data, "trainer": trainer,
         **{k: OmegaConf.to_container(cfg[k]) for k in ("env", "autoencoder", "lam", "dynamics")},
     })
     OmegaConf.set_struct(train_cfg, True)
@@ -212,7 +213,7 @@ def run(cfg: DictConfig) -> dict:
     console.rule("[bold]4. dynamics")
     dyn = _train(cfg, "dynamics", out / "dynamics",
                  {"store": str(store_dir), "latents": str(latents), "lam_model": str(out / "lam" / "model")})
-    for key in ("rollout_psnr", "rollout_ssim", "random_psnr", "copy_last_psnr", "delta_psnr_4",
+    for key in ("rollout_psnr", "rollout_ssim", "random_psnr", "copy_last_psnr", "copy_last_decoded_psnr", "delta_psnr_4",
                 "reward_sign_accuracy", "termination_accuracy"):
         metrics[key] = dyn.get(key)
     metrics["train_seconds"]["dynamics"] = dyn.get("train_seconds")
@@ -243,8 +244,8 @@ def run(cfg: DictConfig) -> dict:
     metrics.update(measure_fps(bundle_dir))
     rollout_path = out / "rollout.mp4"
     if not rollout_path.exists():
-        from worldsim.bundle import load_simulator
         from worldsim.rollout import generate, policy_actions, write_rollout
+        from worldsim.simulator import load_simulator
 
         sim = load_simulator(bundle_dir, sampler_steps=int(cfg.sampler_steps), seed=int(cfg.seed))
         rng = np.random.default_rng(int(cfg.seed))
@@ -253,7 +254,7 @@ def run(cfg: DictConfig) -> dict:
     console.print(f"rollout video: {rollout_path}")
     strip_path = out / "rollout_strip.png"
     if not strip_path.exists():
-        from worldsim.bundle import load_simulator
+        from worldsim.simulator import load_simulator
 
         sim = load_simulator(bundle_dir, sampler_steps=int(cfg.sampler_steps), seed=int(cfg.seed))
         write_strip(sim, store, latents, strip_path, val_episodes=int(cfg.data.val_episodes))
@@ -358,8 +359,10 @@ def fit_adapter_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
 
 def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     """Refit the dynamics stage's heads on the dynamics' rollouts (``<out>/heads``); returns its
-    summary, or ``{}`` when there are no heads (data without rewards) or ``heads_rollouts.steps``
-    is 0. Skipped when ``<out>/heads/summary.json`` exists."""
+    summary, or ``{}`` when there are no heads (data without rewards). With
+    ``heads_rollouts.steps`` 0 nothing is refitted, and a dynamics with a readout is only scored
+    on the held-out rollouts (``summary["readout"]``). Skipped when ``<out>/heads/summary.json``
+    exists."""
     from worldsim.data.latent_store import LatentStore
     from worldsim.heads_on_rollouts import build_pool, event_scores, fit_heads, readout_scores
     from worldsim.training.stages import split_episodes
@@ -367,7 +370,8 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
 
     run_dir, dyn_dir = out / "heads", out / "dynamics" / "model"
     hr = cfg.heads_rollouts
-    if not (dyn_dir / "heads.json").exists() or int(hr.steps) <= 0:
+    refit = int(hr.steps) > 0
+    if not (dyn_dir / "heads.json").exists() or not (refit or read_meta(dyn_dir, "dynamics")["config"].get("readout")):
         console.print("no reward heads to refit (data without rewards, or heads_rollouts.steps=0)")
         return {}
     if (run_dir / "summary.json").exists():
@@ -381,25 +385,27 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
     common = dict(context=int(hr.context), horizon=int(hr.horizon), actions=actions,
                   sampler_steps=int(hr.sampler_steps), device=device, progress=bool(cfg.progress))
-    pool = build_pool(dynamics, latents, train_ids, windows=int(hr.windows), seed=int(cfg.seed),
-                      end_fraction=float(hr.end_fraction), **common)
     val = (build_pool(dynamics, latents, val_ids, windows=int(hr.val_windows), seed=int(cfg.seed) + 1, **common)
            if val_ids else None)
-    summary: dict = {"windows": len(pool), "actions": actions, **{k: hr[k] for k in hr}}
+    summary: dict = {"actions": actions, **{k: hr[k] for k in hr}}
     if val is not None:
         summary["before"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
         if val.readout_reward is not None:
             summary["readout"] = readout_scores(val)
-    summary["history"] = fit_heads(heads, pool, steps=int(hr.steps), batch=int(hr.batch), lr=float(hr.lr),
-                                   real_weight=float(hr.real_weight), seed=int(cfg.seed),
-                                   device=device, progress=bool(cfg.progress))
-    if val is not None:
-        summary["after"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
-    save_weights(heads, heads.cfg, run_dir / "model", "heads")
+    if refit:
+        pool = build_pool(dynamics, latents, train_ids, windows=int(hr.windows), seed=int(cfg.seed),
+                          end_fraction=float(hr.end_fraction), **common)
+        summary["windows"] = len(pool)
+        summary["history"] = fit_heads(heads, pool, steps=int(hr.steps), batch=int(hr.batch), lr=float(hr.lr),
+                                       real_weight=float(hr.real_weight), seed=int(cfg.seed),
+                                       device=device, progress=bool(cfg.progress))
+        if val is not None:
+            summary["after"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
+        save_weights(heads, heads.cfg, run_dir / "model", "heads")
     summary["train_seconds"] = time.perf_counter() - started
     atomic_write_json(run_dir / "summary.json", summary)
     if val is not None:
-        rows = [(f"heads {key}", summary[key]["generated"]) for key in ("before", "after")]
+        rows = [(f"heads {key}", summary[key]["generated"]) for key in ("before", "after") if key in summary]
         rows += [("dynamics readout", summary["readout"])] if "readout" in summary else []
         for name, gen in rows:
             console.print(f"held-out rollouts, {name}: predicted reward/step {gen['predicted_reward_per_step']:.4f} "
@@ -483,7 +489,7 @@ def measure_fps(bundle_dir: Path, steps: int = 24, batch: int = 64) -> dict:
     interactive case) and a batch of ``batch`` worlds."""
     import torch
 
-    from worldsim.bundle import load_simulator
+    from worldsim.simulator import load_simulator
 
     out = {}
     for key, b in (("fps_single", 1), ("fps_batched", batch)):

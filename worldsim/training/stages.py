@@ -259,7 +259,7 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
                                 labels=labels) if val_ids else None
     module = DynamicsModule(net, optim_config(cfg.trainer), actions=mode, heads=heads, decoder=ae,
                             latent_mean=latents.mean, latent_std=latents.std, ema_decay=float(cfg.ema_decay),
-                            sample_steps=int(cfg.sampler_steps))
+                            sample_steps=int(cfg.sampler_steps), loss_kwargs={"self_forcing": float(cfg.self_forcing)})
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
         from worldsim.data import EpisodeStore
