@@ -36,6 +36,7 @@ from agents.actor_critic import (
     actor_critic_loss,
     lambda_returns,
 )
+from worldsim.data.atomic import atomic_path
 from worldsim.weights import WeightsError, load_plain
 
 CURVE_FIELDS = (
@@ -95,10 +96,10 @@ class TrainConfig:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`worldsim.data.atomic.atomic_path`: a reader (or a resumed
+    run) sees the old checkpoint or the complete new one, never half a file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def read_checkpoint(path: Path, keys: tuple[str, ...] = ("model", "model_config")) -> dict[str, Any]:
@@ -132,12 +133,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[ActorCritic, dict[str, Any
 
 def write_curve(rows: list[dict[str, float]], path: Path) -> None:
     """Rewrite the curve CSV atomically (rows are few: one per ``log_every`` updates)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_curve(path: str | os.PathLike) -> list[dict[str, float]]:

@@ -166,3 +166,28 @@ def test_heads_loss_weights():
     torch.testing.assert_close(only_first, heads.loss(z[:1], a[:1], r[:1], te[:1])["loss"])
     with pytest.raises(ValueError, match=r"weights must be \[3\]"):
         heads.loss(z, a, r, te, weights=torch.ones(2))
+
+
+def test_readout_scores_of_real_clips_read_them_teacher_forced():
+    from worldsim.heads_on_rollouts import readout_scores
+
+    torch.manual_seed(0)
+    store = FakeLatents()
+    dyn = build_dynamics("tiny", readout=True).eval()
+    pool = build_pool(dyn, store, [0, 2], windows=6, context=2, horizon=3, progress=False)
+    generated = readout_scores(pool)
+    real = readout_scores(pool, dyn)
+    assert generated["transitions"] == real["transitions"] == 18
+    # the teacher-forced reading is the network's forward pass over the real clip
+    level = torch.full(pool.real.shape[:2], 0.1)
+    with torch.no_grad():
+        _, events = dyn(pool.real, level, pool.actions, readout=True)
+    expect = dyn.readout.predict({k: e[:, 1:] for k, e in events.items()})["reward"].mean()
+    assert real["predicted_reward_per_step"] == pytest.approx(float(expect), abs=1e-6)
+    # a readout that calls every transition a coin finds them all, at the coins' rate
+    with torch.no_grad():
+        dyn.readout.reward_out.bias.copy_(torch.linspace(-9, 9, dyn.readout.reward_out.bias.numel()) * 3)
+    every = readout_scores(pool, dyn)["coin"]
+    assert every["recall"] == 1.0 and every["predicted"] == 18
+    with pytest.raises(ValueError, match="no readout"):
+        readout_scores(pool, build_dynamics("tiny"))

@@ -305,12 +305,30 @@ def event_scores(heads, pool: RolloutPool, which: str = "generated", batch: int 
     return _scores(torch.cat(rewards), torch.cat(probs), pool)
 
 
-def readout_scores(pool: RolloutPool) -> dict:
-    """The same figures as :func:`event_scores` for the dynamics' own readout of the pool's
-    generated transitions (read while they were generated)."""
-    if pool.readout_reward is None:
-        raise ValueError("readout_scores: the pool was built by a dynamics without a readout")
-    return _scores(pool.readout_reward.flatten(), pool.readout_termination.flatten(), pool)
+def readout_scores(pool: RolloutPool, dynamics=None, *, context_noise: float = 0.1,
+                   batch: int = 256) -> dict:
+    """The same figures as :func:`event_scores` for the dynamics' own readout: of the pool's
+    generated transitions (read while they were generated) or, given the ``dynamics``, of its
+    real clips read teacher-forced (every frame real, labelled ``context_noise`` as the
+    sampler labels finished frames). The gap between the two is what generation loses."""
+    if dynamics is None:
+        if pool.readout_reward is None:
+            raise ValueError("readout_scores: the pool was built by a dynamics without a readout")
+        return _scores(pool.readout_reward.flatten(), pool.readout_termination.flatten(), pool)
+    if getattr(dynamics, "readout", None) is None:
+        raise ValueError("readout_scores: the dynamics has no readout (DynamicsConfig.readout)")
+    device = next(dynamics.parameters()).device
+    rewards, probs = [], []
+    with torch.no_grad():
+        for i in range(0, len(pool), batch):
+            z = pool.real[i : i + batch].to(device)
+            acts = map_actions(pool.actions, lambda x: x[i : i + batch].to(device))  # noqa: B023
+            level = torch.full(z.shape[:2], float(context_noise), device=device)
+            _, events = dynamics.eval()(z, level, acts, readout=True)
+            p = dynamics.readout.predict({k: e[:, 1:] for k, e in events.items()})
+            rewards.append(p["reward"].flatten().cpu())
+            probs.append(p["termination_prob"].flatten().cpu())
+    return _scores(torch.cat(rewards), torch.cat(probs), pool)
 
 
 __all__ = ["RolloutPool", "build_pool", "fit_heads", "event_scores", "readout_scores"]

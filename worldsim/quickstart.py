@@ -302,8 +302,10 @@ def summary_table(metrics: dict):
     table.add_row("reconstruction PSNR", db(metrics.get("recon_psnr")), "")
     table.add_row("delta-t-PSNR@4", db(metrics.get("delta_psnr_4")), "inferred - random actions")
     rollout, copy_last = metrics.get("rollout_psnr") or {}, metrics.get("copy_last_psnr") or {}
+    decoded = metrics.get("copy_last_decoded_psnr") or {}
     for h in rollout:
-        table.add_row(f"rollout PSNR @{h}", db(rollout[h]), f"copy-last {db(copy_last.get(h))}")
+        table.add_row(f"rollout PSNR @{h}", db(rollout[h]),
+                      f"copy-last {db(copy_last.get(h))}, through the codec {db(decoded.get(h))}")
     if metrics.get("fps_single") is not None:
         table.add_row("frames/s, one world", f"{metrics['fps_single']:.0f}", "")
         table.add_row("frames/s, 64 worlds", f"{metrics['fps_batched']:.0f}", "")

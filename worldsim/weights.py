@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from pickle import UnpicklingError
@@ -29,26 +27,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from worldsim.data.atomic import atomic_path, atomic_write_json
+
 FORMAT_VERSION = 1
 
 
 class WeightsError(RuntimeError):
     """Saved weights are missing, truncated, or do not fit the network."""
-
-
-def _atomic_replace(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_weights(net: nn.Module, config: Any, directory: str | Path, name: str, extra: dict | None = None) -> Path:
@@ -59,9 +44,9 @@ def save_weights(net: nn.Module, config: Any, directory: str | Path, name: str, 
             "extra": extra or {}}
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     weights = directory / f"{name}.safetensors"
-    _atomic_replace(weights, lambda tmp: save_file(state, tmp))
-    _atomic_replace(directory / f"{name}.json",
-                    lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
+    with atomic_path(weights) as tmp:
+        save_file(state, tmp)
+    atomic_write_json(directory / f"{name}.json", json.loads(json.dumps(meta, default=str)), indent=2)
     return weights
 
 
