@@ -18,8 +18,8 @@ def test_tiny_quickstart_end_to_end(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("recon_psnr", "nmi", "codebook_used", "codebook_size", "delta_psnr_4"):
         assert metrics[key] is not None, key
-    for key in ("rollout_psnr", "copy_last_psnr"):
-        assert set(metrics[key]) == {"1", "4", "8", "16"}
+    for key in ("rollout_psnr", "copy_last_psnr", "copy_last_decoded_psnr"):
+        assert set(metrics[key]) == {"1", "2", "4", "8", "16"}
         assert all(0 < v < 61 for v in metrics[key].values())
     assert set(metrics["train_seconds"]) >= {"autoencoder", "lam", "dynamics"}
     assert (out / "sample.mp4").stat().st_size > 0
