@@ -1,23 +1,35 @@
 """Agents benchmark: imagination-trained agent vs random vs real-game-trained, and planners.
 
 On a bundle given by path (``--bundle``; without one, a freshly initialised ``tiny`` bundle whose
-numbers are meaningless, marked ``"untrained": true`` in the JSON):
+numbers are meaningless, marked ``"untrained": true`` in the JSON), for each training seed
+(``--train-seeds``):
 
 1. trains an actor-critic in imagination for ``--updates`` gradient updates;
-2. evaluates it in the real game through the binding, against a random policy and the same agent
-   trained in the real game for the same number of updates (mean and std over ``--seeds``);
-3. runs the CEM (or ``--planner mppi``) planner on the goal tasks: success rate, budget, seconds
-   per action.
+2. evaluates it in the real game through the binding, against a random policy, the same agent
+   trained in the real game for the same number of updates and, with ``--world-frames N``, the
+   same agent trained in the real game on only N frames (the sample-efficiency baseline), each
+   over the evaluation ``--seeds``;
+
+then runs the CEM (or ``--planner mppi``; ``none`` skips it) planner on the goal tasks: success
+rate, budget, seconds per action.
+
+The output is a results book, one entry per game id, so that runs on several games share one
+file: each return is ``{mean, std, n}`` over training seeds (of each seed's mean over evaluation
+seeds), ``per_seed`` keeps the per-seed figures, ``world`` the held-out figures of the bundle's
+world (from the quickstart's ``metrics.json`` beside the bundle, or ``--world-metrics``), and
+``world_seconds``, ``agent_seconds_per_seed``, ``machine`` and ``command`` say what it cost and
+how to rerun it. A bar plot of every game's returns lands beside the JSON.
 
 Usage::
 
-    python benchmarks/bench_agents.py --bundle runs/quickstart/bundle --updates 1000
+    python benchmarks/bench_agents.py --bundle runs/quickstart/bundle --updates 1000 \
+        --train-seeds 0 1 2 --world-frames 20947 --planner none
     python benchmarks/bench_agents.py --updates 5 --out /tmp/agents.json   # smoke run
     # the medium configuration of docs/agents.md (16 worlds, bf16 world model, lr 1e-3):
     python benchmarks/bench_agents.py --bundle runs/big/dm_out/bundle_ad --num-envs 16 \
         --lr 1e-3 --termination-scale 3 --precision bfloat16 --out /tmp/agents_medium.json
-    # -> docs/results/agents.json (keys: imagination_return, real_return, random_return,
-    #    plan_success, plan_budget, plan_seconds_per_action; each figure a {mean, std})
+    # -> docs/results/agents.json (+ agents.png): {game id: {imagination_return, real_return,
+    #    random_return, sample_matched_return, world, ...}}
 """
 
 from __future__ import annotations
