@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_dynamics import matmul_peak  # the script folder is on sys.path
 from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.data.atomic import atomic_write_json
@@ -49,22 +50,6 @@ def parse_config(text: str) -> tuple[str, dict]:
         else:
             overrides[key] = {"true": True, "false": False}.get(value, value)
     return preset, overrides
-
-
-def matmul_peak(dtype: torch.dtype, device: str, n: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def _batch(net, batch: int, clip_len: int, device: str, generator: torch.Generator):
@@ -150,9 +135,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    peaks = {"float32": matmul_peak(torch.float32, args.device)}
+    peaks = {"float32": matmul_peak(device=args.device)}
     if args.bf16:
-        peaks["bfloat16"] = matmul_peak(torch.bfloat16, args.device)
+        peaks["bfloat16"] = matmul_peak(device=args.device, dtype=torch.bfloat16)
     rows = []
     for text in args.configs:
         preset, overrides = parse_config(text)

@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from worldsim.data.atomic import atomic_path, atomic_write_json
+from worldsim.data.atomic import atomic_path, atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -46,7 +46,7 @@ def save_weights(net: nn.Module, config: Any, directory: str | Path, name: str, 
     weights = directory / f"{name}.safetensors"
     with atomic_path(weights) as tmp:
         save_file(state, tmp)
-    atomic_write_json(directory / f"{name}.json", json.loads(json.dumps(meta, default=str)), indent=2)
+    atomic_write_bytes(directory / f"{name}.json", json.dumps(meta, indent=2, default=str).encode("utf-8"))
     return weights
 
 
