@@ -113,6 +113,20 @@ def test_side_by_side_replays_a_real_episode(bundle, tmp_path):
     assert viewer.ctl.psnr_db is not None and "PSNR" in viewer.ctl.hud()
     assert viewer.picture().shape == (32, 65, 3)
     assert torch.equal(torch.from_numpy(viewer.real_frame), torch.from_numpy(ep.frames[-1]))
+    assert "end of the real episode" in viewer.ctl.message
+    # leaving side-by-side (X) resets into the model's own world, running again
+    viewer.handle(viewer.ctl.key_down("x"))
+    assert not viewer.ctl.side_by_side and not viewer.ctl.paused and viewer.ctl.message == ""
+    # back to side-by-side, to the end of the replay, then R: the replay restarts, running
+    viewer.handle(viewer.ctl.key_down("x"))
+    viewer.run(max_frames=8)
+    assert viewer.ctl.paused and viewer.ctl.replay_over
+    viewer.handle(viewer.ctl.key_down("r"))
+    assert viewer.ctl.side_by_side and not viewer.ctl.paused and viewer.ctl.t == 0
+    # a pause the player chose survives a reset
+    viewer.handle(viewer.ctl.key_down("p"))
+    viewer.handle(viewer.ctl.key_down("r"))
+    assert viewer.ctl.paused
 
 
 def test_play_command_runs_headless(bundle, tmp_path):

@@ -92,6 +92,7 @@ class PlayController:
     latency_ms: float = 0.0
     psnr_db: float | None = None
     message: str = ""
+    replay_over: bool = False  # paused because the real episode of side-by-side mode ended
 
     def key_down(self, name: str) -> str | None:
         """Handle a key press (pygame key name); returns the command it triggers, if any."""
@@ -163,6 +164,13 @@ class PlayController:
 
     def on_reset(self) -> None:
         self.t, self.reward, self.episode_return, self.psnr_db = 0, 0.0, 0.0, None
+        if self.replay_over:  # the pause belonged to the replay that ended, not to the player
+            self.paused, self.replay_over, self.message = False, False, ""
+
+    def end_replay(self) -> None:
+        """The real episode of side-by-side mode has no more transitions: pause until a reset."""
+        self.paused, self.replay_over = True, True
+        self.message = "end of the real episode (R restarts)"
 
     def action_label(self) -> str:
         kind, value = self.action()
@@ -247,7 +255,7 @@ class Viewer:
             k = min(self.sim.context_frames, len(self.episode))
             i = k - 1 + self._sxs_step
             if self.episode.actions is None or i >= self.episode.num_steps:
-                self.ctl.paused, self.ctl.message = True, "end of the real episode (R restarts)"
+                self.ctl.end_replay()
                 return
             out = self.sim.step(
                 torch.tensor([int(self.episode.actions[i])]), action_type="real", decode=True
