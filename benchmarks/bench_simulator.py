@@ -1,19 +1,24 @@
-"""End-to-end Simulator throughput: interactive play and batched worlds.
+"""Simulator throughput against the batch: frames/s, FLOPs per frame and the fraction of peak.
 
-Measures, on a bundle given by path (or a freshly initialised bundle of a preset: untrained
-weights cost the same FLOPs as trained ones):
+Measures, in one run on one machine, for a bundle given by path (or a freshly initialised bundle
+of a preset: untrained weights cost the same FLOPs as trained ones):
 
-- interactive: one world, a frame decoded to pixels every step (what the viewer does), as
-  frames/s and milliseconds per step;
-- batched: B worlds per ``Simulator.step`` without decoding (what agents on latents do), for
-  each B in ``--batches``, as imagined frames/s (B x steps / seconds) and ms per batched step;
-- batched with pixels: the same with ``decode=True``, the cost of pixel observations.
+- the matrix-multiply peak of the run's precision (best of several large matmuls);
+- FLOPs per imagined frame, counted by ``torch.utils.flop_counter.FlopCounterMode`` over one
+  ``Simulator.step`` of one world (the K denoising passes, the pass that writes the frame to
+  the cache and the readout or heads), and the decoder's FLOPs per frame for pixels;
+- interactive play: one world, a frame decoded every step (what the viewer does);
+- for each batch size B: imagined frames/s without decoding (agents on latents) and with
+  decoding (agents on pixels), each the best of ``--repeats`` timed runs, and the model FLOP
+  utilisation = FLOPs/frame x frames/s / peak.
+
+The plot beside the JSON shows frames/s and utilisation against B on log axes.
 
 Usage::
 
+    python benchmarks/bench_simulator.py --bundle runs/quickstart/bundle \\
+        --out benchmarks/results/simulator_quickstart.json
     python benchmarks/bench_simulator.py --preset quickstart --batches 1 16 256 --threads 1
-    python benchmarks/bench_simulator.py --bundle runs/quickstart/bundle
-    # -> benchmarks/results/simulator.json
 """
 
 from __future__ import annotations
@@ -26,22 +31,96 @@ import time
 from pathlib import Path
 
 import torch
+from bench_dynamics import matmul_peak  # the script folder is on sys.path
+from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.bundle import untrained_bundle
+from worldsim.data.atomic import atomic_write_json
 from worldsim.simulator import load_simulator
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+COMPILE_MODES = ("none", "default", "reduce-overhead")
 
-def timed_steps(sim, batch: int, steps: int, decode: bool) -> float:
-    """Seconds per step of ``batch`` worlds (after one warm-up step)."""
+
+def _sync(sim) -> None:
+    if sim.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_steps(sim, batch: int, steps: int, decode: bool, repeats: int = 1) -> float:
+    """Seconds per step of ``batch`` worlds: the best of ``repeats`` runs of ``steps`` steps,
+    after one warm-up step."""
     sim.reset(batch=batch)
     actions = torch.zeros(batch, dtype=torch.long)
     sim.step(actions, decode=decode)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        sim.step(actions, decode=decode)
-    if sim.device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(sim)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            sim.step(actions, decode=decode)
+        _sync(sim)
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best
+
+
+def counted_flops(sim) -> tuple[int, int]:
+    """FLOPs of one world's step (latents) and of decoding one frame."""
+    sim.reset(batch=1)
+    actions = torch.zeros(1, dtype=torch.long)
+    with FlopCounterMode(display=False) as step:
+        sim.step(actions)
+    with FlopCounterMode(display=False) as decode:
+        sim.decode(sim.latents)
+    return int(step.get_total_flops()), int(decode.get_total_flops())
+
+
+def compile_networks(sim, mode: str) -> None:
+    """``torch.compile`` the dynamics' per-token parts (each block's MLP and adaLN, the final
+    layer) and the decoder: plain tensor functions, so the KV cache's bookkeeping stays eager.
+    ``reduce-overhead`` also replays them as CUDA graphs on a GPU."""
+    if mode == "none":
+        return
+    dyn = sim.dynamics
+    for block in dyn.blocks:
+        block.mlp = torch.compile(block.mlp, mode=mode, dynamic=True)
+        block.adaLN_modulation = torch.compile(block.adaLN_modulation, mode=mode, dynamic=True)
+    dyn.final = torch.compile(dyn.final, mode=mode, dynamic=True)
+    sim.autoencoder.decoder = torch.compile(sim.autoencoder.decoder, mode=mode, dynamic=True)
+
+
+def steps_for(batch: int, steps: int) -> int:
+    """Timed steps per run: fewer for big batches, so each run lasts about as long."""
+    return max(2, steps // max(1, batch // 16))
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["batched"]
+    bs = [int(b) for b in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("fps_latents", "latents"), ("fps_pixels", "pixels")):
+        ax1.plot(bs, [rows[str(b)][key] for b in bs], marker="o", label=label)
+        mfu = "mfu_latents" if label == "latents" else "mfu_pixels"
+        ax2.plot(bs, [rows[str(b)][mfu] for b in bs], marker="o", label=label)
+    ax1.set(xscale="log", yscale="log", xlabel="worlds per step (B)", ylabel="imagined frames/s",
+            title="Simulator throughput")
+    ax2.set(xscale="log", xlabel="worlds per step (B)", ylabel="fraction of the matmul peak",
+            title=f"utilisation (peak {result['matmul_peak_flops'] / 1e9:.0f} GFLOP/s)")
+    ax2.set_ylim(0, 1)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle(f"{result['bundle']}: {result['dtype']}, {result['torch_threads']} threads, "
+                 f"{result['sampler_steps']} Euler steps, chunk {result['chunk']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,9 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
         "--bundle", default=None, help="bundle directory (default: untrained preset)"
     )
     parser.add_argument("--preset", default="quickstart", help="preset of the untrained bundle")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 256])
-    parser.add_argument("--steps", type=int, default=16, help="timed steps per measurement")
+    parser.add_argument("--batches", type=int, nargs="+", default=BATCHES)
+    parser.add_argument("--steps", type=int, default=16, help="timed steps per run at B <= 16")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best)")
     parser.add_argument("--sampler-steps", type=int, default=4, help="Euler steps per frame")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="worlds per cached pass (default: the Simulator's for the device)")
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                        help="torch.compile mode for the networks' per-token parts")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "simulator.json"))
@@ -60,42 +145,78 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype]
     with tempfile.TemporaryDirectory() as tmp:
         path = args.bundle or untrained_bundle(Path(tmp) / "bundle", args.preset)
-        sim = load_simulator(path, device=args.device, sampler_steps=args.sampler_steps, seed=0)
+        sim = load_simulator(path, device=args.device, dtype=dtype,
+                             sampler_steps=args.sampler_steps, seed=0, chunk=args.chunk)
     dyn, ae = sim.dynamics.cfg, sim.autoencoder.cfg
+    peak = matmul_peak(device=args.device, dtype=dtype)
+    with torch.inference_mode():
+        step_flops, decode_flops = counted_flops(sim)
+    compile_networks(sim, args.compile)
     result = {
         "bundle": str(args.bundle) if args.bundle else f"untrained:{args.preset}",
         "device": args.device,
         "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "chunk": sim.chunk,
+        "compile": args.compile,
         "frame_size": [ae.frame_height, ae.frame_width],
         "latent_shape": list(sim.latent_shape),
         "tokens_per_frame": dyn.tokens_per_frame,
         "window": sim.window,
         "sampler_steps": args.sampler_steps,
         "heads": sim.heads is not None,
+        "matmul_peak_flops": peak,
+        "flops_per_frame_latents": step_flops,
+        "flops_per_frame_pixels": step_flops + decode_flops,
+        "timing": f"best of {args.repeats} runs per measurement, after one warm-up step",
     }
     with torch.inference_mode():
-        sec = timed_steps(sim, 1, args.steps, decode=True)
+        sec = timed_steps(sim, 1, args.steps, decode=True, repeats=args.repeats)
         result["interactive"] = {"fps": 1.0 / sec, "ms_per_step": 1000 * sec}
         result["batched"] = {}
         for b in args.batches:
-            steps = max(2, args.steps // max(1, b // 16))  # keep big batches affordable on CPU
-            lat = timed_steps(sim, b, steps, decode=False)
-            pix = timed_steps(sim, b, steps, decode=True)
-            result["batched"][str(b)] = {
+            steps = steps_for(b, args.steps)
+            lat = timed_steps(sim, b, steps, decode=False, repeats=args.repeats)
+            pix = timed_steps(sim, b, steps, decode=True, repeats=args.repeats)
+            row = {
                 "fps_latents": b / lat,
                 "ms_per_step_latents": 1000 * lat,
+                "mfu_latents": step_flops * b / lat / peak,
                 "fps_pixels": b / pix,
                 "ms_per_step_pixels": 1000 * pix,
+                "mfu_pixels": (step_flops + decode_flops) * b / pix / peak,
                 "timed_steps": steps,
             }
-            print(f"B={b:4d}: {b / lat:9.1f} frames/s (latents), {b / pix:9.1f} frames/s (pixels)")
+            result["batched"][str(b)] = row
+            print(f"B={b:5d}: {row['fps_latents']:8.1f} frames/s latents "
+                  f"(MFU {row['mfu_latents']:.2f}), {row['fps_pixels']:8.1f} pixels "
+                  f"(MFU {row['mfu_pixels']:.2f})", flush=True)
+    rows = result["batched"]
+    fps = [rows[str(b)]["fps_latents"] for b in args.batches]
+    result["summary"] = {
+        "non_decreasing_latents": all(b >= a for a, b in zip(fps, fps[1:])),
+        "non_decreasing_pixels": all(
+            rows[str(b2)]["fps_pixels"] >= rows[str(b1)]["fps_pixels"]
+            for b1, b2 in zip(args.batches, args.batches[1:])
+        ),
+    }
+    if "1" in rows and "256" in rows:
+        result["summary"]["ratio_256_to_1_latents"] = (
+            rows["256"]["fps_latents"] / rows["1"]["fps_latents"]
+        )
+        result["summary"]["ratio_256_to_1_pixels"] = (
+            rows["256"]["fps_pixels"] / rows["1"]["fps_pixels"]
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    atomic_write_json(out, result, indent=2)
+    plot(result, out.with_suffix(".png"))
+    print(json.dumps(result["summary"], indent=2))
     return result
 
 

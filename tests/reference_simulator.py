@@ -42,15 +42,16 @@ def _randomised(bundle, attention: str):
     return dataclasses.replace(bundle, dynamics=dyn.eval())
 
 
-def reference_runs(path: Path) -> dict[str, np.ndarray]:
-    """Latents ``[steps, b, c, h, w]`` of every run, keyed ``<attention>/<run>``."""
+def reference_runs(path: Path, chunk: int | None = None) -> dict[str, np.ndarray]:
+    """Latents ``[steps, b, c, h, w]`` of every run, keyed ``<attention>/<run>`` (``chunk``: the
+    Simulator's worlds per cached pass)."""
     untrained_bundle(path, "tiny", num_contexts=6, context_frames=3, seed=0)
     base = load_bundle(path)
     out: dict[str, np.ndarray] = {}
     for attention in ATTENTIONS:
         bundle = _randomised(base, attention)
         for run, batch in (("single", 1), ("batched", 4), ("reset", 4)):
-            sim = Simulator(bundle, batch=batch, sampler_steps=2, seed=3)
+            sim = Simulator(bundle, batch=batch, sampler_steps=2, seed=3, chunk=chunk)
             sim.reset(torch.arange(batch) % 6)
             actions = torch.Generator().manual_seed(5)
             frames = []

@@ -95,23 +95,42 @@ def test_attention_is_causal_in_time(kind):
     assert not torch.allclose(y[:, 2:], y2[:, 2:])
 
 
-def test_kv_cache_roll_reset_select_assign():
-    cache = KVCache(num_layers=2, batch=3, window=2, tokens=4, heads=1, head_dim=2)
+@pytest.mark.parametrize("layout", ["temporal", "block"])
+def test_kv_cache_ring_roll_reset_select_assign(layout):
+    cache = KVCache(num_layers=2, batch=3, window=2, tokens=4, heads=1, head_dim=2, layout=layout)
+    first = cache.k.data_ptr()
     for value in (1.0, 2.0, 3.0):
         for layer in range(2):
             kv = torch.full((3, 1, 4, 1, 2), value)
-            cache.stage(layer, kv, kv)
+            cache.write_current(layer, kv, kv, stage=True)
         cache.commit()
+    assert cache.k.data_ptr() == first  # written in place, never reallocated
+    assert (cache.clock, cache.head) == (3, 0)
     assert cache.filled.tolist() == [2, 2, 2]
-    assert cache.k[:, :, :, 0, 0, 0].unique().tolist() == [2.0, 3.0]  # oldest frame rolled out
+    ck, _ = cache.layer(0)
+    window = ck.reshape(-1)[: ck.numel()]
+    values = cache.k[0].movedim(cache._slot_dim, 0)[cache.physical(torch.arange(2))]
+    assert values.unique().tolist() == [2.0, 3.0]  # oldest frame rolled out
+    assert window.unique().tolist() == [1.0, 2.0, 3.0]  # ...into the free slot, for the next frame
+    # a read pass writes only the free slot; the window is untouched
+    cache.write_current(0, torch.full((3, 1, 4, 1, 2), 9.0), torch.full((3, 1, 4, 1, 2), 9.0))
+    values = cache.k[0].movedim(cache._slot_dim, 0)[cache.physical(torch.arange(2))]
+    assert values.unique().tolist() == [2.0, 3.0]
     cache.reset(torch.tensor([False, True, False]))
     assert cache.filled.tolist() == [2, 0, 2]
     assert cache.valid().tolist() == [[True, True], [False, False], [True, True]]
+    mask = cache.mask()
+    per_world = mask.reshape(3, -1)
+    assert per_world.sum(1).tolist() == [3 * 4, 1 * 4, 3 * 4]  # world 1 sees only its new frame
     sub = cache.select([1])
-    assert sub.batch == 1 and sub.filled.tolist() == [0]
+    assert sub.batch == 1 and sub.filled.tolist() == [0] and (sub.clock, sub.head) == (3, 0)
     sub.filled[:] = 1
     cache.assign([1], sub)
     assert cache.filled.tolist() == [2, 1, 2]
+    stale = KVCache(2, 1, 2, 4, 1, 2, layout=layout)
+    stale.filled[:] = 1
+    with pytest.raises(ValueError, match="clock"):
+        cache.assign([1], stale)
     with pytest.raises(ValueError, match="mask must be bool"):
         cache.reset(torch.tensor([1, 0, 1]))
     with pytest.raises(RuntimeError, match="staged nothing"):

@@ -354,6 +354,7 @@ class DynamicsModel(nn.Module):
             frame_shape=(cfg.latent_channels, cfg.latent_height, cfg.latent_width)
             if cfg.frame_concat
             else None,
+            layout="temporal" if cfg.attention == "factorized" else "block",
         )
 
     @torch.no_grad()
@@ -383,11 +384,14 @@ class DynamicsModel(nn.Module):
         step_size: torch.Tensor | None = None,
         write: bool = False,
         readout: bool = False,
+        chunk: int | None = None,
     ):
         """Velocity of one new frame ``z_new [b, c, h, w]`` at ``noise_level [b]`` that follows the
         cached frames through ``action`` (``[b]``, ``[b, a]``, a tuple, or ``None`` for ``null``).
         With ``write=True`` the frame's keys/values are appended to the cache (call it once per
-        finished frame, with the context noise level). Returns ``[b, c, h, w]``, or with
+        finished frame, with the context noise level). ``chunk``: run the pass over at most
+        this many worlds at a time (same result; on CPUs a batch that fits the caches is faster
+        than one big pass). Returns ``[b, c, h, w]``, or with
         ``readout=True`` ``(velocity, readout outputs)`` (``reward_logits [b, k]``,
         ``termination_logit [b]``)."""
         self._check_latents(z_new, frames_dim=False)
@@ -415,7 +419,17 @@ class DynamicsModel(nn.Module):
                     "step: frame_concat needs a cache from init_cache (with frame_shape)"
                 )
             z_in = torch.cat([z_in, cache.previous_frame()[:, None].to(z_in.dtype)], dim=2)
-        out = self._run(z_in, c + act[:, None], None, cache, "write" if write else "read", readout)
+        cond, mode = c + act[:, None], "write" if write else "read"
+        if chunk is None or chunk >= b:
+            out = self._run(z_in, cond, None, cache, mode, readout)
+        else:
+            parts = [slice(i, min(i + chunk, b)) for i in range(0, b, chunk)]
+            outs = [self._run(z_in[p], cond[p], None, cache.view(p), mode, readout) for p in parts]
+            if readout:
+                events = {k: torch.cat([o[1][k] for o in outs]) for k in outs[0][1]}
+                out = (torch.cat([o[0] for o in outs]), events)
+            else:
+                out = torch.cat(outs)
         if write:
             cache.commit()
             if self.cfg.frame_concat:

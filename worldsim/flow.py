@@ -345,6 +345,7 @@ def sample_next(
     cfg_scale: float = 1.0,
     cache: KVCache | None = None,
     generator: torch.Generator | None = None,
+    chunk: int | None = None,
 ) -> FrameSample:
     """Generate the frame that follows the context through ``action`` (a :class:`FrameSample`).
 
@@ -358,6 +359,7 @@ def sample_next(
         cfg_scale: classifier-free guidance weight on the action (1.0 = off).
         cache: a :class:`KVCache` from ``net.init_cache``; the finished frame is written into it.
         generator: torch RNG for the initial noise.
+        chunk: cached passes run over at most this many worlds at a time (``DynamicsModel.step``).
     """
     if steps < 1:
         raise ValueError(f"sample_next: steps must be >= 1, got {steps}")
@@ -418,14 +420,14 @@ def sample_next(
 
     for i in range(steps):
         s = torch.full((b,), 1.0 - i / steps, device=device)
-        v = net.step(cache, x, s, action, step_size=d)
+        v = net.step(cache, x, s, action, step_size=d, chunk=chunk)
         if first is None:
             first = x - v
-        v_null = net.step(cache, x, s, None, step_size=d) if guide else None
+        v_null = net.step(cache, x, s, None, step_size=d, chunk=chunk) if guide else None
         x = x - (1.0 / steps) * _guided(v, v_null, cfg_scale)
     # Store the finished frame's keys/values, labelled as clean-ish context (and read it out).
     out = net.step(cache, x, torch.full((b,), float(context_noise), device=device), action,
-                   write=True, readout=read)
+                   write=True, readout=read, chunk=chunk)
     return FrameSample(x, first, out[1] if read else None)
 
 

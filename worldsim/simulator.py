@@ -73,6 +73,7 @@ from worldsim.nn.attention import KVCache
 from worldsim.start_context import start_context
 
 ACTION_TYPES = ("latent", "real")
+CPU_CHUNK = 32  # worlds per cached pass on a CPU (item 9)
 TERMINATIONS = ("threshold", "sample")
 
 
@@ -127,6 +128,7 @@ class Simulator:
         seed: int | None = None,
         termination: str = "threshold",
         termination_scale: float = 1.0,
+        chunk: int | None = None,
     ) -> None:
         if termination not in TERMINATIONS:
             raise ValueError(
@@ -162,6 +164,9 @@ class Simulator:
         self.action_type = action_type
         self.termination, self.termination_scale = termination, float(termination_scale)
         self.autocast = autocast
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"Simulator: chunk must be >= 1 worlds (or None), got {chunk}")
+        self.chunk = chunk if chunk is not None else (CPU_CHUNK if self.device.type == "cpu" else None)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
         c = self.dynamics.cfg.latent_channels
@@ -477,6 +482,7 @@ class Simulator:
                 cfg_scale=self.cfg_scale,
                 cache=self.cache,
                 generator=self.generator,
+                chunk=self.chunk,
             )
             z = sample.z.to(self.dtype)
             out = None

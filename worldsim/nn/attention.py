@@ -12,17 +12,22 @@ Queries and keys go through RMSNorm per head (QK-norm, Dehghani et al. 2023) bef
 keeps attention logits bounded and training stable without tuning the softmax temperature.
 
 **KV cache.** For generation, the temporal/block layers keep the keys and values of finished
-frames in :class:`KVCache`: a window of the last ``W`` frames per layer, stored *before* RoPE
-is applied. At every read, the cached frames sit at time positions ``0 .. W-1`` and the new frame
-at ``W``; since RoPE only sees position differences, this is exactly the geometry of a
-sliding-window forward pass, no matter how many frames each batch element has produced, and the
-positions never grow without bound. Each batch element tracks how many of its slots are filled,
-so one world in a batch can be reset (``cache.reset(mask)``) while the others continue.
-A full forward with ``window=W`` (frame i attends to frames i-W .. i) is the uncached twin of
-cached generation, and the tests check that the two agree.
+frames in :class:`KVCache`: a ring of ``W + 1`` slots per layer holding the last ``W`` frames and
+one free slot for the frame being generated. Keys are stored already rotated, at the frame's
+time position on the cache's clock (the count of frames the cache has seen); the new frame's
+query and key are rotated at the current clock. RoPE only sees position differences, so this is
+exactly the geometry of a sliding-window forward pass, and each step writes one frame in place:
+no cached key is rotated, copied or moved again (angles are computed in float64 per position,
+so they stay exact however long the clock runs). The slots sit where the attention reads them
+(``[b, n, h, S, e]`` for temporal layers, ``[b, h, S, n, e]`` for block layers), so attention
+reads the ring as a view, and the order of the slots does not matter to it. Each batch element
+tracks how many of its slots are filled, so one world in a batch can be reset
+(``cache.reset(mask)``) while the others continue. A full forward with ``window=W`` (frame i
+attends to frames i-W .. i) is the uncached twin of cached generation, and the tests check that
+the two agree.
 
 einops legend: b batch, t time, n tokens per frame, d width, h heads, e head width,
-s key frames (cache slots + the new frame), L cached layers, W window.
+S ring slots (W + 1), L cached layers, W window, f frames written at once.
 """
 
 from __future__ import annotations
@@ -38,14 +43,17 @@ ATTENTION_KINDS = ("spatial", "temporal", "block")
 
 
 class KVCache:
-    """Keys/values of the last ``window`` finished frames for each cached attention layer.
+    """Keys/values of the last ``window`` finished frames of each cached attention layer.
 
-    Tensors: ``k``, ``v`` ``[L, b, W, n, h, e]`` (pre-RoPE, post-QK-norm), newest frame last;
-    ``filled [b]`` how many of the last slots hold real frames for each batch element.
-    Writes are staged per layer during a forward pass and applied together by :meth:`commit`.
-    With ``frame_shape=(c, h, w)`` the cache also keeps ``last [b, c, h, w]``, the latest
-    finished frame itself (zeros for an empty element), for models that read the previous frame
-    directly (``DynamicsConfig.frame_concat``); :meth:`set_last` updates it.
+    Tensors: ``k``, ``v`` ``[L, b, n, h, S, e]`` (``layout="temporal"``) or ``[L, b, h, S, n, e]``
+    (``layout="block"``), ``S = W + 1`` ring slots; keys post-QK-norm and rotated at their
+    frame's clock position. ``head``: the slot of the oldest frame (logical slot ``j`` is
+    physical slot ``(head + j) % S``; logical ``W`` is the free slot of the frame being
+    generated); ``clock``: the time position of that frame. ``filled [b]``: how many of the
+    newest slots hold frames of each element's current episode. With ``frame_shape=(c, h, w)``
+    the cache also keeps ``last [b, c, h, w]``, the latest finished frame itself (zeros for an
+    empty element), for models that read the previous frame directly
+    (``DynamicsConfig.frame_concat``); :meth:`set_last` updates it.
     """
 
     def __init__(
@@ -59,19 +67,28 @@ class KVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         frame_shape: tuple[int, int, int] | None = None,
+        layout: str = "temporal",
     ) -> None:
         if window < 1:
             raise ValueError(f"KVCache window must be >= 1 frame, got {window}")
-        shape = (num_layers, batch, window, tokens, heads, head_dim)
+        if layout not in ("temporal", "block"):
+            raise ValueError(f"KVCache layout must be 'temporal' or 'block', got {layout!r}")
+        slots = window + 1
+        if layout == "temporal":
+            shape = (num_layers, batch, tokens, heads, slots, head_dim)
+        else:
+            shape = (num_layers, batch, heads, slots, tokens, head_dim)
+        self.layout = layout
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.head, self.clock = 0, 0
         self.filled = torch.zeros(batch, dtype=torch.long, device=device)
         self.last = (
             torch.zeros((batch, *frame_shape), device=device, dtype=dtype)
             if frame_shape is not None
             else None
         )
-        self._pending: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        self._written: list[int | None] = [None] * num_layers  # frames each layer wrote
 
     # --- shape ------------------------------------------------------------------------------
     @property
@@ -83,12 +100,28 @@ class KVCache:
         return self.k.shape[1]
 
     @property
+    def slots(self) -> int:
+        return self.k.shape[4] if self.layout == "temporal" else self.k.shape[3]
+
+    @property
     def window(self) -> int:
-        return self.k.shape[2]
+        return self.slots - 1
+
+    @property
+    def tokens(self) -> int:
+        return self.k.shape[2] if self.layout == "temporal" else self.k.shape[4]
+
+    @property
+    def _slot_dim(self) -> int:  # the slot axis of one layer's [b, ...] tensor
+        return 3 if self.layout == "temporal" else 2
+
+    def physical(self, logical: torch.Tensor | int) -> torch.Tensor:
+        """Physical slots of logical slots (0 oldest .. W-1 newest, W the free slot)."""
+        return (torch.as_tensor(logical) + self.head) % self.slots
 
     # --- reading ----------------------------------------------------------------------------
     def valid(self) -> torch.Tensor:
-        """``[b, W]`` bool: which slots hold frames of the element's current episode."""
+        """``[b, W]`` bool, in logical order: which slots hold frames of the current episode."""
         slots = torch.arange(self.window, device=self.filled.device)
         return slots[None, :] >= (self.window - self.filled)[:, None]
 
@@ -96,31 +129,86 @@ class KVCache:
         return bool((self.filled >= self.window).all())
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached ``(k, v)`` of one layer, each ``[b, W, n, h, e]``."""
-        return self.k[index], self.v[index]
+        """One layer's ring ``(k, v)`` as attention reads it: ``[(b n), h, S, e]`` (temporal) or
+        ``[b, h, (S n), e]`` (block), views of the cache."""
+        k, v = self.k[index], self.v[index]
+        if self.layout == "temporal":
+            b, n, h, s, e = k.shape
+            return k.reshape(b * n, h, s, e), v.reshape(b * n, h, s, e)
+        b, h, s, n, e = k.shape
+        return k.reshape(b, h, s * n, e), v.reshape(b, h, s * n, e)
+
+    def mask(self) -> torch.Tensor | None:
+        """Attention mask over the ring for one new frame (``None`` when every window is full):
+        ``[(b n), 1, 1, S]`` (temporal) or ``[b, 1, 1, (S n)]`` (block), True where allowed."""
+        if self.all_full():
+            return None
+        slots = torch.arange(self.slots, device=self.filled.device)
+        logical = (slots - self.head) % self.slots  # [S]
+        ok = (logical[None, :] == self.window) | (
+            logical[None, :] >= (self.window - self.filled)[:, None]
+        )  # [b, S]
+        n = self.tokens
+        if self.layout == "temporal":
+            return ok[:, None, None, None, :].expand(-1, n, 1, 1, -1).reshape(-1, 1, 1, self.slots)
+        return ok[:, None, None, :, None].expand(-1, 1, 1, -1, n).reshape(self.batch, 1, 1, -1)
 
     # --- writing ----------------------------------------------------------------------------
-    def stage(self, index: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Stage new frames ``k, v [b, f, n, h, e]`` for layer ``index``; applied by :meth:`commit`."""
-        if k.shape[0] != self.batch or k.shape[2:] != self.k.shape[3:]:
+    def _check_frames(self, where: str, k: torch.Tensor) -> None:
+        h, e = (self.k.shape[3], self.k.shape[5]) if self.layout == "temporal" else (
+            self.k.shape[2], self.k.shape[5])
+        if k.dim() != 5 or k.shape[0] != self.batch or tuple(k.shape[2:]) != (self.tokens, h, e):
             raise ValueError(
-                f"KVCache.stage: expected [{self.batch}, f, {', '.join(map(str, self.k.shape[3:]))}], "
+                f"KVCache.{where}: expected [{self.batch}, f, {self.tokens}, {h}, {e}], "
                 f"got {tuple(k.shape)}"
             )
-        self._pending[index] = (k[:, -self.window :], v[:, -self.window :])
+
+    def _put(self, index: int, physical: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write frames ``k, v [b, f, n, h, e]`` into the physical slots ``[f]`` of a layer."""
+        order = (0, 2, 3, 1, 4) if self.layout == "temporal" else (0, 3, 1, 2, 4)
+        dim = self._slot_dim
+        physical = physical.to(self.k.device)
+        self.k[index].index_copy_(dim, physical, k.permute(order).to(self.k.dtype))
+        self.v[index].index_copy_(dim, physical, v.permute(order).to(self.v.dtype))
+
+    def write_current(
+        self, index: int, k: torch.Tensor, v: torch.Tensor, stage: bool = False
+    ) -> None:
+        """Put the frame being generated, ``k, v [b, 1, n, h, e]``, in layer ``index``'s free
+        slot, where the window's frames are untouched. With ``stage`` the frame is finished:
+        :meth:`commit` makes it the newest of the window."""
+        self._check_frames("write_current", k)
+        if k.shape[1] != 1:
+            raise ValueError(f"KVCache.write_current takes one frame, got {k.shape[1]}")
+        self._put(index, self.physical(self.window).reshape(1), k, v)
+        if stage:
+            self._written[index] = 0
+
+    def write_context(self, index: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Put the last ``f <= W`` frames of a context, ``k, v [b, f, n, h, e]`` (rotated at
+        clock positions ``clock - f .. clock - 1``), in layer ``index``'s newest slots;
+        :meth:`commit` then counts them as the whole window of every element."""
+        self._check_frames("write_context", k)
+        k, v = k[:, -self.window :], v[:, -self.window :]
+        f = k.shape[1]
+        self._put(index, self.physical(torch.arange(self.window - f, self.window)), k, v)
+        self._written[index] = f
 
     def commit(self) -> None:
-        """Roll every layer's window forward by the staged frames and count them as filled."""
-        if any(p is None for p in self._pending):
-            missing = [i for i, p in enumerate(self._pending) if p is None]
+        """Apply what every layer wrote in this pass: a generated frame becomes the newest of
+        the window (the ring turns by one slot, the clock by one frame), a context becomes the
+        window."""
+        if any(w is None for w in self._written):
+            missing = [i for i, w in enumerate(self._written) if w is None]
             raise RuntimeError(f"KVCache.commit: layers {missing} staged nothing in this pass")
-        f = self._pending[0][0].shape[1]
-        new_k = torch.stack([p[0] for p in self._pending]).to(self.k.dtype)  # [L, b, f, n, h, e]
-        new_v = torch.stack([p[1] for p in self._pending]).to(self.v.dtype)
-        self.k = torch.cat([self.k[:, :, f:], new_k], dim=2)
-        self.v = torch.cat([self.v[:, :, f:], new_v], dim=2)
-        self.filled = (self.filled + f).clamp(max=self.window)
-        self._pending = [None] * self.num_layers
+        f = self._written[0]
+        if f == 0:
+            self.head = (self.head + 1) % self.slots
+            self.clock += 1
+            self.filled = (self.filled + 1).clamp(max=self.window)
+        else:
+            self.filled = torch.full_like(self.filled, f)
+        self._written[:] = [None] * self.num_layers
 
     def set_last(self, frame: torch.Tensor) -> None:
         """Record ``frame [b, c, h, w]`` as every element's latest finished frame."""
@@ -130,7 +218,7 @@ class KVCache:
             raise ValueError(
                 f"KVCache.set_last: expected {tuple(self.last.shape)}, got {tuple(frame.shape)}"
             )
-        self.last = frame.detach().to(self.last.dtype).clone()
+        self.last.copy_(frame.detach())
 
     def previous_frame(self) -> torch.Tensor:
         """``last`` with empty elements zeroed (a first frame has no predecessor)."""
@@ -140,8 +228,8 @@ class KVCache:
         return self.last * keep
 
     def discard(self) -> None:
-        """Drop staged writes (a pass that should not change the cache)."""
-        self._pending = [None] * self.num_layers
+        """Forget what layers wrote in this pass without committing it."""
+        self._written[:] = [None] * self.num_layers
 
     # --- batch management -------------------------------------------------------------------
     def reset(self, mask: torch.Tensor | None = None) -> None:
@@ -157,23 +245,49 @@ class KVCache:
         self.filled = torch.where(mask, torch.zeros_like(self.filled), self.filled)
 
     def select(self, index: torch.Tensor | list[int] | slice) -> KVCache:
-        """A new cache holding the chosen batch elements (a copy)."""
+        """A new cache holding the chosen batch elements (a copy, on the same ring and clock)."""
         out = KVCache.__new__(KVCache)
+        out.layout, out.head, out.clock = self.layout, self.head, self.clock
         out.k = self.k[:, index].clone()
         out.v = self.v[:, index].clone()
         out.filled = self.filled[index].clone()
         out.last = None if self.last is None else self.last[index].clone()
-        out._pending = [None] * self.num_layers
+        out._written = [None] * self.num_layers
+        return out
+
+    def view(self, part: slice) -> KVCache:
+        """The batch elements ``part`` as a cache sharing this one's storage: what a pass over
+        the view writes lands here, and its staged frames are this cache's to commit."""
+        out = KVCache.__new__(KVCache)
+        out.layout, out.head, out.clock = self.layout, self.head, self.clock
+        out.k, out.v, out.filled = self.k[:, part], self.v[:, part], self.filled[part]
+        out.last = None if self.last is None else self.last[part]
+        out._written = self._written  # shared: commit() on this cache applies the view's writes
         return out
 
     def assign(self, index: torch.Tensor | list[int] | slice, other: KVCache) -> None:
-        """Overwrite the chosen batch elements with the contents of ``other``."""
-        if other.k.shape[0] != self.k.shape[0] or other.k.shape[2:] != self.k.shape[2:]:
+        """Overwrite the chosen batch elements with the contents of ``other``: a cache from
+        :meth:`select` of this one (same ring and clock), or one whose elements are empty."""
+        if (
+            other.layout != self.layout
+            or other.k.shape[0] != self.k.shape[0]
+            or other.k.shape[2:] != self.k.shape[2:]
+        ):
             raise ValueError(
-                f"KVCache.assign: layout {tuple(other.k.shape)} does not match {tuple(self.k.shape)}"
+                f"KVCache.assign: layout {other.layout} {tuple(other.k.shape)} does not match "
+                f"{self.layout} {tuple(self.k.shape)}"
             )
-        self.k[:, index] = other.k.to(self.k.dtype)
-        self.v[:, index] = other.v.to(self.v.dtype)
+        if other.clock != self.clock and bool((other.filled > 0).any()):
+            raise ValueError(
+                f"KVCache.assign: the other cache's frames sit at clock {other.clock}, this one "
+                f"is at {self.clock}; build it with select() from this cache"
+            )
+        k, v = other.k, other.v
+        if other.head != self.head:  # line up logical slots (contents of empty elements only)
+            shift = self.head - other.head
+            k, v = (x.roll(shift, dims=1 + self._slot_dim) for x in (k, v))
+        self.k[:, index] = k.to(self.k.dtype)
+        self.v[:, index] = v.to(self.v.dtype)
         self.filled[index] = other.filled
         if self.last is not None and other.last is not None:
             self.last[index] = other.last.to(self.last.dtype)
@@ -260,17 +374,35 @@ class Attention(nn.Module):
         q, k, v = self._project(x)
         if self.kind == "spatial" or mode in ("full", "prefill"):
             if mode == "prefill" and self.kind != "spatial":
-                cache.stage(self.cache_index, k, v)
+                f = min(t, cache.window)
+                times = torch.arange(cache.clock - f, cache.clock, device=x.device)
+                cos, sin = self._rope_at(times, grid, x.device)
+                cache.write_context(self.cache_index, apply_rope(k[:, -f:], cos, sin), v[:, -f:])
             out = self._full(q, k, v, grid, window)
         else:
             if t != 1:
                 raise ValueError(f"cached attention takes one new frame, got t={t}")
-            ck, cv = cache.layer(self.cache_index)
-            if mode == "write":
-                cache.stage(self.cache_index, k, v)
-            valid = None if cache.all_full() else cache.valid()
-            out = self._cached(q, torch.cat([ck, k], 1), torch.cat([cv, v], 1), grid, valid)
+            out = self._cached(q, k, v, cache, grid, stage=mode == "write")
         return self.proj(out)
+
+    def _rope_at(self, times: torch.Tensor, grid: tuple[int, int], device):
+        """Tables rotating frames ``[b, f, n, h, e]`` at the given time positions ``[f]``:
+        ``[f, 1, 1, e]`` (temporal) or ``[f, n, 1, e]`` (block)."""
+        f = times.shape[0]
+        key = ("at", int(times[0]), f, grid, str(device))
+        if key not in self._tables:
+            if len(self._tables) > 64:  # the clock moves on: keep the table small
+                self._tables = {k: t for k, t in self._tables.items() if k[0] != "at"}
+            if self.kind == "temporal":
+                cos, sin = self.rope(times[:, None])
+                self._tables[key] = (cos[:, None, None], sin[:, None, None])
+            else:
+                pos = grid_positions(f, *grid, device=device)  # [(f n), 3]
+                pos[:, 0] += int(times[0])
+                cos, sin = self.rope(pos)
+                n = grid[0] * grid[1]
+                self._tables[key] = (cos.view(f, n, 1, -1), sin.view(f, n, 1, -1))
+        return self._tables[key]
 
     def _full(self, q, k, v, grid, window) -> torch.Tensor:
         b, t, n = q.shape[:3]
@@ -302,25 +434,20 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return rearrange(out, "b h (t n) e -> b t n (h e)", t=t)
 
-    def _cached(self, q, k, v, grid, valid) -> torch.Tensor:
-        """q ``[b, 1, n, h, e]``; k, v ``[b, s, n, h, e]`` (cache slots + the new frame)."""
-        b, s, n = k.shape[:3]
-        cos, sin = self._rope_tables(s, grid, q.device)
-        mask = None
-        if valid is not None:
-            mask = torch.cat([valid, valid.new_ones(b, 1)], dim=1)  # [b, s]
+    def _cached(self, q, k, v, cache: KVCache, grid, stage: bool) -> torch.Tensor:
+        """q, k, v ``[b, 1, n, h, e]`` of the frame at the cache's clock; attends to the ring
+        (``stage``: the frame is finished, :meth:`KVCache.commit` keeps it)."""
+        b, _, n = q.shape[:3]
+        times = torch.tensor([cache.clock], device=q.device)
+        cos, sin = self._rope_at(times, grid, q.device)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        cache.write_current(self.cache_index, k, v, stage)
+        ck, cv = cache.layer(self.cache_index)
+        mask = cache.mask()
         if self.kind == "temporal":
             q = rearrange(q, "b t n h e -> (b n) h t e")
-            k, v = (rearrange(a, "b s n h e -> (b n) h s e") for a in (k, v))
-            q, k = apply_rope(q, cos[-1:], sin[-1:]), apply_rope(k, cos, sin)
-            if mask is not None:
-                mask = rearrange(mask, "b s -> b 1 1 s").repeat_interleave(n, 0)  # [(b n), 1, 1, s]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, ck, cv, attn_mask=mask)
             return rearrange(out, "(b n) h t e -> b t n (h e)", b=b)
         q = rearrange(q, "b t n h e -> b h (t n) e")
-        k, v = (rearrange(a, "b s n h e -> b h (s n) e") for a in (k, v))
-        q, k = apply_rope(q, cos[-n:], sin[-n:]), apply_rope(k, cos, sin)
-        if mask is not None:
-            mask = rearrange(mask.repeat_interleave(n, 1), "b sn -> b 1 1 sn")
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, ck, cv, attn_mask=mask)
         return rearrange(out, "b h (t n) e -> b t n (h e)", t=1)

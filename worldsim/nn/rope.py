@@ -74,10 +74,13 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [..., n, dh]`` by tables ``[n, dh]`` (broadcast over leading dims)."""
-    if x.shape[-2:] != cos.shape[-2:]:
+    """Rotate ``x [..., n, dh]`` by tables ``[n, dh]`` (or any shape that broadcasts to x's
+    with the same last dim, e.g. ``[f, n, 1, dh]`` against ``[b, f, n, h, dh]``)."""
+    if x.shape[-1] != cos.shape[-1] or cos.dim() > x.dim() or any(
+        c not in (1, d) for c, d in zip(reversed(cos.shape[:-1]), reversed(x.shape[:-1]))
+    ):
         raise ValueError(
-            f"apply_rope: x ends in {tuple(x.shape[-2:])} but tables are {tuple(cos.shape)}"
+            f"apply_rope: tables {tuple(cos.shape)} do not broadcast to x {tuple(x.shape)}"
         )
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + rotate_half(x) * sin
