@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.dynamics import build_dynamics, count_parameters
 from worldsim.flow import sample_next
+from worldsim.simulator import CPU_CHUNK
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu",
@@ -74,18 +75,20 @@ def flops_per_frame(net, steps: int, device: str) -> int:
     return int(counter.get_total_flops())
 
 
-def frames_per_second(net, batch: int, steps: int, frames: int, device: str) -> float:
-    """Frames generated per second (all worlds counted), cache full, after one warm-up frame."""
+def frames_per_second(net, batch: int, steps: int, frames: int, device: str,
+                      chunk: int | None = None) -> float:
+    """Frames generated per second (all worlds counted), cache full, after one warm-up frame;
+    ``chunk``: worlds per cached pass (as the Simulator runs them)."""
     z, a = _context(net, batch, net.cfg.context_window, device)
     cache = net.init_cache(batch)
     net.prefill(cache, z, a, 0.1)
     act = a[:, -1]
-    sample_next(net, None, None, act, steps=steps, cache=cache)
+    sample_next(net, None, None, act, steps=steps, cache=cache, chunk=chunk)
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(frames):
-        sample_next(net, None, None, act, steps=steps, cache=cache)
+        sample_next(net, None, None, act, steps=steps, cache=cache, chunk=chunk)
     if device == "cuda":
         torch.cuda.synchronize()
     return batch * frames / (time.perf_counter() - t0)
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="quickstart")
     parser.add_argument("--steps", type=int, default=4, help="Euler steps per frame (K)")
     parser.add_argument("--batch", type=int, default=64, help="worlds in the batched measurement")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="worlds per cached pass (default: the Simulator's for the device)")
     parser.add_argument("--frames", type=int, default=16, help="frames timed per measurement")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
@@ -130,9 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_per_frame": flops,
         "matmul_peak_flops": peak,
     }
+    chunk = args.chunk or (CPU_CHUNK if args.device == "cpu" else None)
+    result["chunk"] = chunk
     with torch.inference_mode():
         for label, batch in (("single", 1), ("batched", args.batch)):
-            fps = frames_per_second(net, batch, args.steps, args.frames, args.device)
+            fps = frames_per_second(net, batch, args.steps, args.frames, args.device, chunk)
             result[f"fps_{label}"] = fps
             result[f"batch_{label}"] = batch
             result[f"mfu_{label}"] = flops * fps / peak

@@ -73,6 +73,17 @@ def test_tiny_quickstart_end_to_end(tmp_path):
     assert main(["quickstart", "experiment=tiny", f"out={out}"]) == 0
     assert (out / "bundle" / "bundle.json").stat().st_mtime_ns > built
 
+    # The default refit=auto only scores a dynamics that has a readout: its heads are not refitted.
+    import shutil
+
+    shutil.rmtree(out / "heads")
+    assert main(["quickstart", "experiment=tiny", f"out={out}", "heads_rollouts.refit=auto"]) == 0
+    scored = json.loads((out / "metrics.json").read_text())["heads_on_rollouts"]
+    assert set(scored) == {"before", "readout"} and not (out / "heads" / "model").exists()
+    with pytest.raises(ValueError, match="heads_rollouts.refit"):
+        shutil.rmtree(out / "heads")
+        main(["quickstart", "experiment=tiny", f"out={out}", "heads_rollouts.refit=sometimes"])
+
 
 @pytest.mark.slow
 def test_tiny_quickstart_on_videos_without_actions(tiny_store, tmp_path):

@@ -359,6 +359,9 @@ def fit_adapter_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     return summary
 
 
+REFIT_CHOICES = ("auto", "true", "false")
+
+
 def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     """Refit the dynamics stage's heads on the dynamics' rollouts (``<out>/heads``); returns its
     summary, or ``{}`` when there are no heads (data without rewards). With
@@ -372,8 +375,14 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
 
     run_dir, dyn_dir = out / "heads", out / "dynamics" / "model"
     hr = cfg.heads_rollouts
-    refit = int(hr.steps) > 0
-    if not (dyn_dir / "heads.json").exists() or not (refit or read_meta(dyn_dir, "dynamics")["config"].get("readout")):
+    has_readout = bool(read_meta(dyn_dir, "dynamics")["config"].get("readout"))
+    choice = str(hr.refit).lower()
+    if choice not in REFIT_CHOICES:
+        raise ValueError(f"heads_rollouts.refit must be one of {REFIT_CHOICES}, got {hr.refit!r}")
+    # the Simulator reads rewards from the readout when the dynamics has one: refit the heads
+    # only where they are what the Simulator uses, unless asked
+    refit = int(hr.steps) > 0 and (choice == "true" or (choice == "auto" and not has_readout))
+    if not (dyn_dir / "heads.json").exists() or not (refit or has_readout):
         console.print("no reward heads to refit (data without rewards, or heads_rollouts.steps=0)")
         return {}
     if (run_dir / "summary.json").exists():

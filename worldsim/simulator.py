@@ -47,6 +47,11 @@ Implementation details:
    (avx512_bf16) a bf16 step of the `medium` model takes 0.55x the float32 one with the same
    imagined returns (docs/agents.md). ``autocast=True`` runs the networks under bf16 autocast on
    CUDA (ignored on CPU).
+9. **Chunks.** ``chunk=k`` runs each cached pass (and the decoder) over at most k worlds at a
+   time: the same frames (tested against one pass), with every intermediate tensor small enough
+   to stay in the CPU's caches and to be reused by the allocator, so a batch of 1,024 worlds
+   costs per frame what one of 32 does instead of falling off a cliff. Default: ``CPU_CHUNK``
+   on a CPU, one pass on a GPU (benchmarks/bench_simulator.py measures both).
 
 einops legend: b worlds, k context frames, c latent channels, h w latent grid, H W frame size.
 """
@@ -250,10 +255,15 @@ class Simulator:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents ``[b, c, h, w]`` -> uint8 frames ``[b, H, W, 3]`` (on the device)."""
-        with self._amp():
-            x = self.autoencoder.decode((z * self._std + self._mean).to(self.dtype))
-        return x.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
+        """Normalised latents ``[b, c, h, w]`` -> uint8 frames ``[b, H, W, 3]`` (on the device),
+        decoded ``chunk`` frames at a time."""
+        parts = [z] if not self.chunk or len(z) <= self.chunk else z.split(self.chunk)
+        frames = []
+        for part in parts:
+            with self._amp():
+                x = self.autoencoder.decode((part * self._std + self._mean).to(self.dtype))
+            frames.append(x.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8))
+        return torch.cat(frames).movedim(-3, -1)
 
     def render(self) -> torch.Tensor:
         """The newest frame of every world, uint8 ``[b, H, W, 3]`` (decoded once per step)."""
