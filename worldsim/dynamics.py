@@ -30,6 +30,7 @@ d width, a action dim.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -424,7 +425,11 @@ class DynamicsModel(nn.Module):
             out = self._run(z_in, cond, None, cache, mode, readout)
         else:
             parts = [slice(i, min(i + chunk, b)) for i in range(0, b, chunk)]
-            outs = [self._run(z_in[p], cond[p], None, cache.view(p), mode, readout) for p in parts]
+            outs = _map_parts(
+                lambda p: self._run(z_in[p], cond[p], None, cache.view(p), mode, readout),
+                parts,
+                parallel=z_new.device.type == "cpu",
+            )
             if readout:
                 events = {k: torch.cat([o[1][k] for o in outs]) for k in outs[0][1]}
                 out = (torch.cat([o[0] for o in outs]), events)
@@ -438,6 +443,30 @@ class DynamicsModel(nn.Module):
             v, events = out
             return v[:, 0], {k: x[:, 0] for k, x in events.items()}
         return out[:, 0]
+
+
+_POOL: dict[int, ThreadPoolExecutor] = {}
+
+
+def _map_parts(fn, parts: list[slice], parallel: bool) -> list:
+    """``fn`` over batch parts. On a CPU with several threads the parts run side by side, one
+    thread each (disjoint worlds and cache slices, the caller's grad mode), which keeps every
+    core busy where small per-chunk ops would spend their time handing work between threads."""
+    threads = torch.get_num_threads()
+    if not parallel or threads < 2 or len(parts) < 2:
+        return [fn(p) for p in parts]
+    pool = _POOL.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="worldsim"))
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def run(part: slice):
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return fn(part)
+
+    torch.set_num_threads(1)
+    try:
+        return list(pool.map(run, parts))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def build_dynamics(preset: str = "tiny", **overrides) -> DynamicsModel:
