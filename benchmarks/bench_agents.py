@@ -49,10 +49,10 @@ from agents.evaluate import compare_in_real_game, summarize
 from agents.imagination import train_in_imagination
 from agents.plan_eval import evaluate_planner
 from agents.trainer import TrainConfig
-from worldsim.bundle import untrained_bundle
 from worldsim.data.atomic import atomic_write_json
 from worldsim.env import PRECISIONS
 from worldsim.simulator import ACTION_TYPES
+from worldsim.testing import untrained_bundle
 
 RETURNS = ("imagination_return", "real_return", "random_return", "sample_matched_return")
 HORIZONS = ("1", "2", "4", "8", "16")

@@ -34,9 +34,9 @@ import torch
 from bench_dynamics import matmul_peak  # the script folder is on sys.path
 from torch.utils.flop_counter import FlopCounterMode
 
-from worldsim.bundle import untrained_bundle
 from worldsim.data.atomic import atomic_write_json
 from worldsim.simulator import load_simulator
+from worldsim.testing import untrained_bundle
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldsim.bundle import load_bundle, untrained_bundle
+from worldsim.bundle import load_bundle
 from worldsim.dynamics import DynamicsModel
 from worldsim.simulator import Simulator
+from worldsim.testing import untrained_bundle
 
 REFERENCE = Path(__file__).parent / "data" / "simulator_reference.npz"
 ATTENTIONS = ("factorized", "block_causal")

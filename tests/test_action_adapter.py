@@ -8,8 +8,9 @@ import torch
 
 from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig, fit_action_adapter
 from worldsim.binding import ActionBinding
-from worldsim.bundle import BundleError, load_bundle, save_bundle, untrained_bundle
+from worldsim.bundle import BundleError, load_bundle, save_bundle
 from worldsim.simulator import load_simulator
+from worldsim.testing import untrained_bundle
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 

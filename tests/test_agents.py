@@ -15,7 +15,8 @@ from agents.evaluate import AgentPolicy, RandomPolicy, compare_in_real_game, eva
 from agents.imagination import train_in_imagination
 from agents.real_game import RealGameSource
 from agents.trainer import TrainConfig, load_checkpoint
-from worldsim.bundle import load_bundle, untrained_bundle
+from worldsim.bundle import load_bundle
+from worldsim.testing import untrained_bundle
 
 SCROLLER = {"type": "discrete", "n": 5}
 

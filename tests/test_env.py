@@ -12,8 +12,9 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import worldsim.env  # noqa: F401  (registers worldsim/WorldModel-v0)
-from worldsim.bundle import load_bundle, untrained_bundle
+from worldsim.bundle import load_bundle
 from worldsim.env import ENV_ID, WorldModelEnv, WorldModelVectorEnv
+from worldsim.testing import untrained_bundle
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 

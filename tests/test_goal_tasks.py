@@ -69,8 +69,9 @@ def test_success_is_judged_from_the_game_and_the_agent_sees_frames_only():
 @pytest.mark.parametrize("action_type", ["latent", "real"])
 def test_plan_eval_reports_success_budget_and_speed(tmp_path, action_type):
     from agents.planners import SimulatorModel
-    from worldsim.bundle import load_bundle, untrained_bundle
+    from worldsim.bundle import load_bundle
     from worldsim.simulator import Simulator
+    from worldsim.testing import untrained_bundle
 
     bundle = untrained_bundle(tmp_path / "b", "tiny", action_space={"type": "discrete", "n": 5})
     model = SimulatorModel(Simulator(load_bundle(bundle), sampler_steps=1), action_type)
@@ -99,9 +100,9 @@ def test_plan_eval_reports_success_budget_and_speed(tmp_path, action_type):
 def test_plan_and_agent_commands_compose_and_run(tmp_path):
     import json
 
-    from worldsim.bundle import untrained_bundle
     from worldsim.cli import run_command
     from worldsim.config import ConfigError
+    from worldsim.testing import untrained_bundle
 
     bundle = untrained_bundle(tmp_path / "b", "tiny", action_space={"type": "discrete", "n": 5})
     out = tmp_path / "plan.json"

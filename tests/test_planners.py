@@ -14,8 +14,8 @@ from agents.planners import (
     SequencePlanner,
     SimulatorModel,
 )
-from worldsim.bundle import untrained_bundle
 from worldsim.simulator import load_simulator
+from worldsim.testing import untrained_bundle
 
 TARGET = torch.tensor([2, 0, 3, 1, 1])
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from test_flow import MOVES, blob_world
 
-from worldsim.bundle import load_bundle, save_bundle, untrained_bundle
+from worldsim.bundle import load_bundle, save_bundle
 from worldsim.dynamics import DynamicsModel, build_dynamics
 from worldsim.flow import rollout, sample_next, training_loss
 from worldsim.simulator import Simulator
+from worldsim.testing import untrained_bundle
 
 
 def _events(batch: int, frames: int, seed: int):

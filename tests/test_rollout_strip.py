@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from worldsim.bundle import load_bundle, untrained_bundle
+from worldsim.bundle import load_bundle
 from worldsim.rollout import real_vs_model
 from worldsim.simulator import load_simulator
+from worldsim.testing import untrained_bundle
 from worldsim.video import save_frame_strip
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}

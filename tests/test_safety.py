@@ -19,8 +19,9 @@ import torch
 from agents.actor_critic import ActorCritic, ActorCriticConfig
 from agents.trainer import ActorCriticTrainer, TrainConfig, load_checkpoint
 from worldsim import bundle as bundle_mod
-from worldsim.bundle import BundleError, load_bundle, untrained_bundle
+from worldsim.bundle import BundleError, load_bundle
 from worldsim.config import ConfigError, compose
+from worldsim.testing import untrained_bundle
 from worldsim.training.train import run
 from worldsim.weights import WeightsError, load_network, save_weights
 

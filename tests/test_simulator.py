@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.bundle import load_bundle, untrained_bundle
+from worldsim.bundle import load_bundle
 from worldsim.data import Episode
 from worldsim.simulator import load_simulator
+from worldsim.testing import untrained_bundle
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 

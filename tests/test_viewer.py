@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.bundle import untrained_bundle
 from worldsim.data import Episode, EpisodeStore
 from worldsim.simulator import load_simulator
+from worldsim.testing import untrained_bundle
 from worldsim.viewer import PlayController, Viewer, load_episode, meaning_tokens
 
 ATARI = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "RIGHTFIRE"]
