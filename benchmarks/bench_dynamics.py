@@ -34,8 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from worldsim.dynamics import build_dynamics, count_parameters
-from worldsim.flow import sample_next
-from worldsim.simulator import CPU_CHUNK
+from worldsim.flow import default_chunk, sample_next
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu",
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_per_frame": flops,
         "matmul_peak_flops": peak,
     }
-    chunk = args.chunk or (CPU_CHUNK if args.device == "cpu" else None)
+    chunk = args.chunk or default_chunk(args.device)
     result["chunk"] = chunk
     with torch.inference_mode():
         for label, batch in (("single", 1), ("batched", args.batch)):

@@ -83,6 +83,16 @@ def test_cached_generation_matches_uncached(attention, frame_concat):
     )
     assert cached.shape == (2, 8, 4, 8, 8)
     torch.testing.assert_close(cached, uncached, atol=1e-4, rtol=1e-4)
+    # one world per cached pass, the passes side by side on two threads: the same frames
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            chunked = rollout(model, z0, a0, actions, steps=2, chunk=1,
+                              generator=torch.Generator().manual_seed(0))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(chunked, cached, atol=1e-5, rtol=1e-5)
 
 
 def test_cache_reset_of_one_world_leaves_the_others_alone():

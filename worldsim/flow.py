@@ -333,6 +333,14 @@ class FrameSample:
     readout: dict[str, torch.Tensor] | None = None
 
 
+CPU_CHUNK = 32  # worlds per cached pass on a CPU (DynamicsModel.step, docs/simulator.md)
+
+
+def default_chunk(device: torch.device | str) -> int | None:
+    """Worlds per cached pass on ``device``: ``CPU_CHUNK`` on a CPU, one pass elsewhere."""
+    return CPU_CHUNK if torch.device(device).type == "cpu" else None
+
+
 @torch.no_grad()
 def sample_next(
     net,
@@ -445,12 +453,14 @@ def rollout(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
     readout: bool = False,
+    chunk: int | None = None,
 ):
     """Autoregressive generation of ``H`` frames after the context: ``actions [b, H(, a)] ->
     z [b, H, c, h, w]``. With ``use_cache=False`` every frame is recomputed from the whole
     history (slow; the reference the cached path must match). With ``readout=True`` (a network
     with a readout) returns ``(z, readout)``, the readout's raw outputs of each generated frame
-    stacked on dim 1 (``reward_logits [b, H, k]``, ``termination_logit [b, H]``)."""
+    stacked on dim 1 (``reward_logits [b, H, k]``, ``termination_logit [b, H]``). ``chunk``:
+    worlds per cached pass (``sample_next``; ``None``: :func:`default_chunk` of the device)."""
     horizon = actions[0].shape[1] if isinstance(actions, tuple) else actions.shape[1]
     b = context_z.shape[0]
     kw = dict(steps=steps, context_noise=context_noise, cfg_scale=cfg_scale, generator=generator)
@@ -460,8 +470,11 @@ def rollout(
     if use_cache:
         cache = net.init_cache(b, window, dtype=context_z.dtype)
         net.prefill(cache, context_z, context_actions, context_noise)
+        chunk = chunk or default_chunk(context_z.device)
         for i in range(horizon):
-            samples.append(sample_next(net, None, None, _action_at(actions, i), cache=cache, **kw))
+            samples.append(
+                sample_next(net, None, None, _action_at(actions, i), cache=cache, chunk=chunk, **kw)
+            )
     else:
         if window is not None and window != net.cfg.context_window:
             raise ValueError("rollout(use_cache=False) uses net.cfg.context_window; pass window=None")

@@ -50,8 +50,8 @@ Implementation details:
 9. **Chunks.** ``chunk=k`` runs each cached pass (and the decoder) over at most k worlds at a
    time: the same frames (tested against one pass), with every intermediate tensor small enough
    to stay in the CPU's caches and to be reused by the allocator, so a batch of 1,024 worlds
-   costs per frame what one of 32 does instead of falling off a cliff. Default: ``CPU_CHUNK``
-   on a CPU, one pass on a GPU (benchmarks/bench_simulator.py measures both).
+   costs per frame what one of 32 does. Default: ``worldsim.flow.CPU_CHUNK``
+   on a CPU, one pass on a GPU (``worldsim.flow.default_chunk``).
 
 einops legend: b worlds, k context frames, c latent channels, h w latent grid, H W frame size.
 """
@@ -73,12 +73,11 @@ from torch import nn
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.data.clips import resize_frames
 from worldsim.data.episode import frames_to_tensor
-from worldsim.flow import sample_next
+from worldsim.flow import default_chunk, sample_next
 from worldsim.nn.attention import KVCache
 from worldsim.start_context import start_context
 
 ACTION_TYPES = ("latent", "real")
-CPU_CHUNK = 32  # worlds per cached pass on a CPU (item 9)
 TERMINATIONS = ("threshold", "sample")
 
 
@@ -171,7 +170,7 @@ class Simulator:
         self.autocast = autocast
         if chunk is not None and chunk < 1:
             raise ValueError(f"Simulator: chunk must be >= 1 worlds (or None), got {chunk}")
-        self.chunk = chunk if chunk is not None else (CPU_CHUNK if self.device.type == "cpu" else None)
+        self.chunk = chunk if chunk is not None else default_chunk(self.device)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
         c = self.dynamics.cfg.latent_channels
