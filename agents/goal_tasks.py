@@ -7,10 +7,12 @@ else; success (the agent's position within ``tolerance`` pixels of the goal, wit
 ``max_steps`` steps) is judged by :func:`reached` from the game's state, which only the
 evaluation reads.
 
-Scroller (``worldsim/Scroller-v0``) is the supported game: the goal tile is drawn among tiles
-whose shortest walk from the start (avoiding walls, hazards and the exit) is ``min_tiles`` to
-``max_tiles`` tiles; the goal image is rendered by walking that path in a fresh copy of the
-level (so coins on the way are gone, as they would be). Enemies are off by default
+Scroller (``worldsim/Scroller-v0``) is the supported game: the goal tile is drawn among the
+tiles the game says lie ``min_tiles`` to ``max_tiles`` moves from its start
+(``ScrollerEnv.tiles_within``: shortest walks avoiding walls, hazards and the exit); the goal
+image is rendered by walking that path (``ScrollerEnv.path_to``) in a fresh copy of the level
+(so coins on the way are gone, as they would be). A game joins ``GOAL_GAMES`` by answering the
+same three questions (``tiles_within``, ``path_to``, ``tile_position``). Enemies are off by default
 (``num_enemies=0``): they move, so a still goal image could not show them where they will be.
 Task ``i`` of a set is a pure function of ``(seed, i)``: the same seed gives the same tasks.
 Paddle has no position goal a still frame can state (the ball moves), so it has no task set;
@@ -19,7 +21,6 @@ plan for return there.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,37 +61,8 @@ def reached(env: gym.Env, task: GoalTask, tolerance: int = 4) -> bool:
     return abs(x - gx) <= tolerance and abs(y - gy) <= tolerance
 
 
-def _walk(grid: np.ndarray, start: tuple[int, int], blocked: tuple[int, ...]):
-    """Breadth-first search over tiles: distances ``[H, W]`` (-1 unreached) and parents."""
-    dist = np.full(grid.shape, -1, dtype=np.int64)
-    parent: dict[tuple[int, int], tuple[tuple[int, int], int]] = {}
-    dist[start] = 0
-    queue = deque([start])
-    # (drow, dcol, action) for UP, DOWN, LEFT, RIGHT (Scroller's action ids 1..4)
-    moves = ((-1, 0, 1), (1, 0, 2), (0, -1, 3), (0, 1, 4))
-    while queue:
-        r, c = queue.popleft()
-        for dr, dc, action in moves:
-            nxt = (r + dr, c + dc)
-            if not (0 <= nxt[0] < grid.shape[0] and 0 <= nxt[1] < grid.shape[1]):
-                continue
-            if dist[nxt] >= 0 or grid[nxt] in blocked:
-                continue
-            dist[nxt] = dist[r, c] + 1
-            parent[nxt] = ((r, c), action)
-            queue.append(nxt)
-    return dist, parent
-
-
-def _path_actions(parent, start: tuple[int, int], goal: tuple[int, int], repeat: int) -> list[int]:
-    actions, tile = [], goal
-    while tile != start:
-        tile, action = parent[tile]
-        actions.append(action)
-    return [a for a in reversed(actions) for _ in range(repeat)]
-
-
-def _scroller_task(
+def _game_task(
+    env_id: str,
     rng: np.random.Generator,
     *,
     size: int,
@@ -99,33 +71,32 @@ def _scroller_task(
     step_factor: float,
     env_kwargs: dict[str, Any],
 ) -> GoalTask:
+    """One task: the game says which tiles lie ``min_tiles``-``max_tiles`` moves from its start
+    (``tiles_within``), how to walk there (``path_to``) and where that is (``tile_position``)."""
     from envs import make_env
-    from envs.scroller import GOAL, HAZARD, SPEED, TILE, WALL
 
-    env_id = "worldsim/Scroller-v0"
     env = make_env(env_id, size=size, **env_kwargs)
     try:
         for _ in range(100):
             level_seed = int(rng.integers(2**31 - 1))
             env.reset(seed=level_seed)
             game = env.unwrapped
-            start = tuple(int(v) for v in game.start_tile)
-            dist, parent = _walk(game.grid, start, (WALL, HAZARD, GOAL))
-            options = np.argwhere((dist >= min_tiles) & (dist <= max_tiles))
+            options = game.tiles_within(min_tiles, max_tiles)
             if len(options):
                 break
         else:
             raise RuntimeError(
                 f"no level with a goal {min_tiles}-{max_tiles} tiles away in 100 tries"
             )
+        start = tuple(int(v) for v in game.start_tile)
         goal = tuple(int(v) for v in options[rng.integers(len(options))])
-        actions = _path_actions(parent, start, goal, TILE // SPEED)
+        actions = game.path_to(goal)
         frame = None
         for a in actions:
             frame, _, terminated, truncated, _ = env.step(a)
             if terminated or truncated:
                 raise RuntimeError(f"level {level_seed}: the path to {goal} ended the episode")
-        goal_pos = (goal[1] * TILE, goal[0] * TILE)
+        goal_pos = game.tile_position(goal)
         if tuple(game.agent_pos) != goal_pos:
             raise RuntimeError(
                 f"level {level_seed}: walked to {game.agent_pos}, expected {goal_pos}"
@@ -174,7 +145,8 @@ def make_goal_tasks(
         )
     kwargs = {"num_enemies": 0} if env_kwargs is None else dict(env_kwargs)
     return [
-        _scroller_task(
+        _game_task(
+            env_id,
             np.random.default_rng([seed, i]),
             size=size,
             min_tiles=min_tiles,

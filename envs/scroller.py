@@ -90,6 +90,37 @@ _ENEMY = sprite_from_ascii(
 )
 
 
+def shortest_walks(grid: np.ndarray, start: tuple[int, int], blocked: tuple[int, ...]):
+    """Breadth-first search over tiles from ``start``: distances ``[H, W]`` in tile moves (-1
+    where unreachable) and ``parent[tile] = (previous tile, action)``."""
+    dist = np.full(grid.shape, -1, dtype=np.int64)
+    parent: dict[tuple[int, int], tuple[tuple[int, int], int]] = {}
+    dist[start] = 0
+    queue = deque([start])
+    moves = ((-1, 0, 1), (1, 0, 2), (0, -1, 3), (0, 1, 4))  # (drow, dcol, UP/DOWN/LEFT/RIGHT)
+    while queue:
+        r, c = queue.popleft()
+        for dr, dc, action in moves:
+            nxt = (r + dr, c + dc)
+            if not (0 <= nxt[0] < grid.shape[0] and 0 <= nxt[1] < grid.shape[1]):
+                continue
+            if dist[nxt] >= 0 or grid[nxt] in blocked:
+                continue
+            dist[nxt] = dist[r, c] + 1
+            parent[nxt] = ((r, c), action)
+            queue.append(nxt)
+    return dist, parent
+
+
+def path_actions(parent, start: tuple[int, int], goal: tuple[int, int], repeat: int) -> list[int]:
+    """The actions of the walk ``start -> goal`` in ``parent`` (each repeated ``repeat`` times)."""
+    actions, tile = [], goal
+    while tile != start:
+        tile, action = parent[tile]
+        actions.append(action)
+    return [a for a in reversed(actions) for _ in range(repeat)]
+
+
 class ScrollerEnv(gym.Env):
     """
     ## Description
@@ -279,6 +310,27 @@ class ScrollerEnv(gym.Env):
     @property
     def coins_left(self) -> int:
         return int((self.grid == COIN).sum())
+
+    # --- goal-reaching tasks (agents/goal_tasks.py asks these of the game) ----------------------
+    def tiles_within(self, min_moves: int, max_moves: int) -> np.ndarray:
+        """``[k, 2]`` (row, col) tiles whose shortest walk from the start tile, avoiding walls,
+        hazards and the exit, takes ``min_moves`` to ``max_moves`` tile moves."""
+        dist, _ = shortest_walks(self.grid, tuple(self.start_tile), (WALL, HAZARD, GOAL))
+        return np.argwhere((dist >= min_moves) & (dist <= max_moves))
+
+    def path_to(self, tile: tuple[int, int]) -> list[int]:
+        """Actions that walk the agent from the start tile to ``tile`` (a shortest walk avoiding
+        walls, hazards and the exit; each tile move is ``TILE // SPEED`` steps)."""
+        start = tuple(int(v) for v in self.start_tile)
+        _, parent = shortest_walks(self.grid, start, (WALL, HAZARD, GOAL))
+        if tuple(tile) != start and tuple(tile) not in parent:
+            raise ValueError(f"tile {tuple(tile)} cannot be walked to from the start {start}")
+        return path_actions(parent, start, tuple(tile), TILE // SPEED)
+
+    @staticmethod
+    def tile_position(tile: tuple[int, int]) -> tuple[int, int]:
+        """The ``(x, y)`` level pixels of the agent standing on ``tile`` (row, col)."""
+        return (int(tile[1]) * TILE, int(tile[0]) * TILE)
 
     def get_action_meanings(self) -> list[str]:
         return list(ACTION_MEANINGS)

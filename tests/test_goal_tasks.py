@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.goal_tasks import _path_actions, _walk, make_goal_tasks, reached
+from agents.goal_tasks import make_goal_tasks, reached
 from agents.plan_eval import evaluate_planner, run_goal_task
 
 
@@ -46,10 +46,8 @@ def test_success_is_judged_from_the_game_and_the_agent_sees_frames_only():
     task = make_goal_tasks(num_tasks=1, seed=3, size=32)[0]
     env = task.make_env()
     env.reset(seed=task.level_seed)
-    from envs.scroller import GOAL, HAZARD, WALL
-
-    _, parent = _walk(env.unwrapped.grid, task.start_tile, (WALL, HAZARD, GOAL))
-    path = _path_actions(parent, task.start_tile, task.goal_tile, 2)
+    path = env.unwrapped.path_to(task.goal_tile)
+    assert len(path) == task.path_moves
     assert not reached(env, task)
     codes = np.arange(5)  # identity binding: code c plays real action c
     spy = Spy(path)
@@ -127,3 +125,21 @@ def test_plan_and_agent_commands_compose_and_run(tmp_path):
         run_command("agent", [f"bundle={bundle}", "mode=fly"])
     with pytest.raises(ConfigError, match="bundle"):
         run_command("plan", [f"bundle={tmp_path}"])
+
+
+def test_the_game_answers_the_goal_questions():
+    """Scroller says which tiles lie n moves from its start, how to walk there and where that is."""
+    from envs import make_env
+    from envs.scroller import TILE, WALL
+
+    env = make_env("worldsim/Scroller-v0", size=32, num_enemies=0)
+    env.reset(seed=5)
+    game = env.unwrapped
+    tiles = game.tiles_within(2, 3)
+    assert len(tiles) > 0
+    for tile in map(tuple, tiles[:4]):
+        path = game.path_to(tile)
+        assert 2 * 2 <= len(path) <= 3 * 2  # two steps per tile move
+        assert game.tile_position(tile) == (tile[1] * TILE, tile[0] * TILE)
+    with pytest.raises(ValueError, match="cannot be walked"):
+        game.path_to(tuple(int(v) for v in np.argwhere(game.grid == WALL)[0]))
