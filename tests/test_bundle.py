@@ -10,14 +10,10 @@ import torch
 
 from worldsim.autoencoder import Autoencoder
 from worldsim.autoencoder import config_from_preset as ae_preset
-from worldsim.bundle import (
-    BundleError,
-    load_bundle,
-    save_bundle,
-    untrained_bundle,
-)
+from worldsim.bundle import BundleError, load_bundle, save_bundle
 from worldsim.dynamics import build_dynamics
 from worldsim.simulator import load_simulator
+from worldsim.testing import untrained_bundle
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 
