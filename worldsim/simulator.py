@@ -50,8 +50,9 @@ Implementation details:
 9. **Chunks.** ``chunk=k`` runs each cached pass (and the decoder) over at most k worlds at a
    time: the same frames (tested against one pass), with every intermediate tensor small enough
    to stay in the CPU's caches and to be reused by the allocator, so a batch of 1,024 worlds
-   costs per frame what one of 32 does. Default: ``worldsim.flow.CPU_CHUNK``
-   on a CPU, one pass on a GPU (``worldsim.flow.default_chunk``).
+   costs per frame what one of 32 does; with several CPU threads the chunks run side by side,
+   one thread each. Default: ``worldsim.flow.CPU_CHUNK`` on a CPU, one pass on a GPU
+   (``worldsim.flow.default_chunk``).
 
 einops legend: b worlds, k context frames, c latent channels, h w latent grid, H W frame size.
 """
