@@ -18,7 +18,6 @@ import torch
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
 from agents.trainer import ActorCriticTrainer, TrainConfig, load_checkpoint
-from worldsim import bundle as bundle_mod
 from worldsim.bundle import BundleError, load_bundle
 from worldsim.config import ConfigError, compose
 from worldsim.testing import untrained_bundle
@@ -125,14 +124,16 @@ def copy(world, tmp_path):
 def test_huge_declared_network_fails_before_allocating(copy, monkeypatch):
     """bundle.json declaring dim=32768, depth=64 (about 5 TB of float32) fails on the header
     comparison; the network is only ever built on the meta device."""
-    cls, cfg_cls = bundle_mod._NETWORKS["dynamics"]
+    from worldsim import networks
+
+    cls, cfg_from = networks.NETWORKS["dynamics"]
 
     def meta_only(cfg):
         if cfg.dim > 1024:
             assert torch.empty(0).device.type == "meta", "the huge network was built for real"
         return cls(cfg)
 
-    monkeypatch.setitem(bundle_mod._NETWORKS, "dynamics", (meta_only, cfg_cls))
+    monkeypatch.setitem(networks.NETWORKS, "dynamics", (meta_only, cfg_from))
     doc = json.loads((copy / "bundle.json").read_text())
     doc["networks"]["dynamics"].update(dim=32768, depth=64)
     (copy / "bundle.json").write_text(json.dumps(doc))

@@ -43,12 +43,13 @@ import torch
 from torch import nn
 
 from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
-from worldsim.autoencoder import Autoencoder, AutoencoderConfig
+from worldsim.autoencoder import Autoencoder
 from worldsim.binding import ActionBinding
 from worldsim.context_file import read_contexts
 from worldsim.dynamics import DynamicsConfig, DynamicsModel
-from worldsim.heads import HeadsConfig, RewardTerminationHeads
-from worldsim.latent_action import LatentActionConfig, LatentActionModel
+from worldsim.heads import RewardTerminationHeads
+from worldsim.latent_action import LatentActionModel
+from worldsim.networks import NETWORKS, network_builder
 from worldsim.version import __version__
 from worldsim.weights import WeightsError, build_and_load, save_weights
 
@@ -56,13 +57,6 @@ BUNDLE_FORMAT = 1
 SUPPORTED_FORMATS = (1,)
 ACTION_SOURCES = ("latent", "real", "both")
 META_KEYS = ("action_source", "action_space", "fps", "game", "num_latent_actions")
-_NETWORKS: dict[str, tuple[type, type]] = {
-    "autoencoder": (Autoencoder, AutoencoderConfig),
-    "dynamics": (DynamicsModel, DynamicsConfig),
-    "heads": (RewardTerminationHeads, HeadsConfig),
-    "lam": (LatentActionModel, LatentActionConfig),
-    "action_adapter": (ActionAdapter, ActionAdapterConfig),
-}
 
 
 class BundleError(ValueError):
@@ -308,9 +302,8 @@ def _read_json(path: Path) -> Any:
 
 
 def _build(root: Path, name: str, configs: dict[str, Any]) -> nn.Module:
-    cls, cfg_cls = _NETWORKS[name]
     try:
-        cfg = cfg_cls(**configs[name])
+        build = network_builder(name, configs[name])
     except (TypeError, ValueError) as err:
         raise BundleError(
             f"bundle {root}: bundle.json networks.{name} is not a valid config: {err}"
@@ -319,7 +312,7 @@ def _build(root: Path, name: str, configs: dict[str, Any]) -> nn.Module:
         if not (root / f"{name}{suffix}").is_file():
             raise BundleError(f"bundle {root}: missing file {name}{suffix}")
     try:  # the file's shapes are checked against the config before the network is built
-        net = build_and_load(lambda: cls(cfg), root, name, root / "bundle.json")
+        net = build_and_load(build, root, name, root / "bundle.json")
     except WeightsError as err:
         raise BundleError(f"bundle {root}: {name} weights do not fit their config: {err}") from err
     return net.eval()
@@ -341,7 +334,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     for required in ("autoencoder", "dynamics"):
         if required not in configs:
             raise BundleError(f"bundle {root}: bundle.json lists no {required!r} network")
-    nets = {name: _build(root, name, configs) if name in configs else None for name in _NETWORKS}
+    nets = {name: _build(root, name, configs) if name in configs else None for name in NETWORKS}
     meta = {k: doc.get(k) for k in META_KEYS}
     if meta["action_source"] not in ACTION_SOURCES:
         raise BundleError(

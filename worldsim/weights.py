@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from worldsim.data.atomic import atomic_path, atomic_write_bytes
+from worldsim.networks import NETWORKS, network_builder
 
 FORMAT_VERSION = 1
 
@@ -159,23 +160,7 @@ def load_network(directory: str | Path, name: str) -> nn.Module:
     """The network ``name`` (autoencoder, lam, dynamics, heads or action_adapter) saved under
     ``directory`` (a training stage's ``<run_dir>/model``), rebuilt from its saved config, in
     eval mode."""
-    from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
-    from worldsim.autoencoder import Autoencoder
-    from worldsim.autoencoder import config_from_dict as ae_config
-    from worldsim.dynamics import DynamicsConfig, DynamicsModel
-    from worldsim.heads import HeadsConfig, RewardTerminationHeads
-    from worldsim.latent_action import LatentActionModel
-    from worldsim.latent_action import config_from_dict as lam_config
-
-    build = {
-        "autoencoder": lambda c: Autoencoder(ae_config(c)),
-        "lam": lambda c: LatentActionModel(lam_config(c)),
-        "dynamics": lambda c: DynamicsModel(DynamicsConfig(**c)),
-        "heads": lambda c: RewardTerminationHeads(HeadsConfig(**c)),
-        "action_adapter": lambda c: ActionAdapter(ActionAdapterConfig(**c)),
-    }
-    if name not in build:
-        raise ValueError(f"load_network: unknown network {name!r}; allowed: {list(build)}")
-    config = read_meta(directory, name)["config"]
-    return build_and_load(lambda: build[name](config), directory, name,
-                          Path(directory) / f"{name}.json").eval()
+    if name not in NETWORKS:
+        raise ValueError(f"load_network: unknown network {name!r}; allowed: {list(NETWORKS)}")
+    build = network_builder(name, read_meta(directory, name)["config"])
+    return build_and_load(build, directory, name, Path(directory) / f"{name}.json").eval()
