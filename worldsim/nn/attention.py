@@ -180,7 +180,10 @@ class KVCache:
         self._check_frames("write_current", k)
         if k.shape[1] != 1:
             raise ValueError(f"KVCache.write_current takes one frame, got {k.shape[1]}")
-        self._put(index, self.physical(self.window).reshape(1), k, v)
+        slot, dim = (self.head + self.window) % self.slots, self._slot_dim
+        k, v = (x[:, 0] if self.layout == "temporal" else x[:, 0].transpose(1, 2) for x in (k, v))
+        self.k[index].select(dim, slot).copy_(k)  # [b, n, h, e] (temporal) / [b, h, n, e] (block)
+        self.v[index].select(dim, slot).copy_(v)
         if stage:
             self._written[index] = 0
 
@@ -375,8 +378,7 @@ class Attention(nn.Module):
         if self.kind == "spatial" or mode in ("full", "prefill"):
             if mode == "prefill" and self.kind != "spatial":
                 f = min(t, cache.window)
-                times = torch.arange(cache.clock - f, cache.clock, device=x.device)
-                cos, sin = self._rope_at(times, grid, x.device)
+                cos, sin = self._rope_at(cache.clock - f, f, grid, x.device)
                 cache.write_context(self.cache_index, apply_rope(k[:, -f:], cos, sin), v[:, -f:])
             out = self._full(q, k, v, grid, window)
         else:
@@ -385,20 +387,19 @@ class Attention(nn.Module):
             out = self._cached(q, k, v, cache, grid, stage=mode == "write")
         return self.proj(out)
 
-    def _rope_at(self, times: torch.Tensor, grid: tuple[int, int], device):
-        """Tables rotating frames ``[b, f, n, h, e]`` at the given time positions ``[f]``:
+    def _rope_at(self, start: int, f: int, grid: tuple[int, int], device):
+        """Tables rotating frames ``[b, f, n, h, e]`` at time positions ``start .. start+f-1``:
         ``[f, 1, 1, e]`` (temporal) or ``[f, n, 1, e]`` (block)."""
-        f = times.shape[0]
-        key = ("at", int(times[0]), f, grid, str(device))
+        key = ("at", start, f, grid, str(device))
         if key not in self._tables:
             if len(self._tables) > 64:  # the clock moves on: keep the table small
                 self._tables = {k: t for k, t in self._tables.items() if k[0] != "at"}
             if self.kind == "temporal":
-                cos, sin = self.rope(times[:, None])
+                cos, sin = self.rope(torch.arange(start, start + f, device=device)[:, None])
                 self._tables[key] = (cos[:, None, None], sin[:, None, None])
             else:
                 pos = grid_positions(f, *grid, device=device)  # [(f n), 3]
-                pos[:, 0] += int(times[0])
+                pos[:, 0] += start
                 cos, sin = self.rope(pos)
                 n = grid[0] * grid[1]
                 self._tables[key] = (cos.view(f, n, 1, -1), sin.view(f, n, 1, -1))
@@ -438,8 +439,7 @@ class Attention(nn.Module):
         """q, k, v ``[b, 1, n, h, e]`` of the frame at the cache's clock; attends to the ring
         (``stage``: the frame is finished, :meth:`KVCache.commit` keeps it)."""
         b, _, n = q.shape[:3]
-        times = torch.tensor([cache.clock], device=q.device)
-        cos, sin = self._rope_at(times, grid, q.device)
+        cos, sin = self._rope_at(cache.clock, 1, grid, q.device)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         cache.write_current(self.cache_index, k, v, stage)
         ck, cv = cache.layer(self.cache_index)
