@@ -197,21 +197,18 @@ def main(argv: list[str] | None = None) -> dict:
                   f"(MFU {row['mfu_latents']:.2f}), {row['fps_pixels']:8.1f} pixels "
                   f"(MFU {row['mfu_pixels']:.2f})", flush=True)
     rows = result["batched"]
-    fps = [rows[str(b)]["fps_latents"] for b in args.batches]
     result["summary"] = {
-        "non_decreasing_latents": all(b >= a for a, b in zip(fps, fps[1:])),
-        "non_decreasing_pixels": all(
-            rows[str(b2)]["fps_pixels"] >= rows[str(b1)]["fps_pixels"]
+        f"non_decreasing_{kind}": all(
+            rows[str(b2)][f"fps_{kind}"] >= rows[str(b1)][f"fps_{kind}"]
             for b1, b2 in zip(args.batches, args.batches[1:])
-        ),
+        )
+        for kind in ("latents", "pixels")
     }
     if "1" in rows and "256" in rows:
-        result["summary"]["ratio_256_to_1_latents"] = (
-            rows["256"]["fps_latents"] / rows["1"]["fps_latents"]
-        )
-        result["summary"]["ratio_256_to_1_pixels"] = (
-            rows["256"]["fps_pixels"] / rows["1"]["fps_pixels"]
-        )
+        for kind in ("latents", "pixels"):
+            result["summary"][f"ratio_256_to_1_{kind}"] = (
+                rows["256"][f"fps_{kind}"] / rows["1"][f"fps_{kind}"]
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result, indent=2)
