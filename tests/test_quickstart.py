@@ -155,6 +155,47 @@ def test_medium_experiment_is_the_recorded_gpu_recipe(tmp_path):
     assert ae.trainer.max_steps == 1500 and ae.dynamics.name == "medium"
 
 
+def test_agents_experiment_is_the_cpu_world_recipe(tmp_path):
+    """experiment=agents: ten times the quickstart's data, the game's actions where it has them,
+    and the `cpu` DiT (16 tokens per frame) for an hour of batches of 64 on the CPU."""
+    from worldsim.config import compose
+    from worldsim.dynamics import DynamicsModel, config_from_preset, count_parameters
+    from worldsim.quickstart import _stage_config
+
+    cfg = compose("quickstart", ["experiment=agents"])
+    assert cfg.episodes == 1200 and cfg.data.val_episodes == 24 and cfg.actions == "auto"
+    stage = _stage_config(cfg, "dynamics", tmp_path / "dynamics", {"store": "s", "latents": "l"})
+    assert stage.dynamics.name == "cpu" and stage.trainer.accelerator == "cpu"
+    assert (stage.data.batch_size, stage.data.clip_len, stage.trainer.max_minutes) == (64, 12, 62)
+    net_cfg = config_from_preset("cpu")
+    assert net_cfg.latent_height // net_cfg.patch_size * (net_cfg.latent_width // net_cfg.patch_size) == 16
+    assert 1.5e6 < count_parameters(DynamicsModel(net_cfg)) < 3e6
+
+
+class _Latents:
+    """A latent store's answer to "does episode i have real actions", for actions=auto."""
+
+    def __init__(self, with_actions: list[bool]):
+        self.with_actions = with_actions
+
+    def __len__(self):
+        return len(self.with_actions)
+
+    def has(self, i, key):
+        assert key == "actions"
+        return self.with_actions[i]
+
+
+def test_auto_actions_takes_the_games_actions_where_every_episode_has_them():
+    from worldsim.training.stages import _auto_actions
+
+    discrete, box = {"type": "discrete", "n": 5}, {"type": "box", "shape": [2]}
+    assert _auto_actions(_Latents([True, True]), discrete) == "real"
+    assert _auto_actions(_Latents([True, True]), box) == "both"
+    assert _auto_actions(_Latents([True, False]), discrete) == "latent"  # one video without labels
+    assert _auto_actions(_Latents([False, False]), None) == "latent"
+
+
 @pytest.mark.gpu
 def test_tiny_quickstart_on_the_gpu(tmp_path):
     """trainer=gpu: every step, the adapter and the heads on rollouts included, runs on CUDA."""

@@ -194,6 +194,17 @@ def lam_figures(labels: list, source, val_ids: list[int], num_codes: int, seed: 
     return out
 
 
+ACTION_SOURCES = ("latent", "real", "both", "auto")
+
+
+def _auto_actions(latents, space: dict | None) -> str:
+    """``actions=auto``: the game's own actions where every episode has them (``real`` when
+    discrete; ``both`` when continuous, beside the LAM's codes), the LAM's codes otherwise."""
+    if space is None or not all(latents.has(i, "actions") for i in range(len(latents))):
+        return "latent"
+    return "real" if space["type"] == "discrete" else "both"
+
+
 def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
     from worldsim.autoencoder import Autoencoder, config_from_dict
     from worldsim.data.latent_clips import LatentClipDataset
@@ -204,11 +215,13 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
 
     latents = _latent_store(cfg)
     mode = cfg.actions
-    if mode not in ("latent", "real", "both"):
-        raise ConfigError(f"actions={mode!r}: allowed values are latent, real, both")
+    if mode not in ACTION_SOURCES:
+        raise ConfigError(f"actions={mode!r}: allowed values are {', '.join(ACTION_SOURCES)}")
     c, h, w = latents.latent_shape
     fields: dict = {"latent_channels": c, "latent_height": h, "latent_width": w}
     space = _action_meta(latents)
+    if mode == "auto":
+        mode = _auto_actions(latents, space)
     if mode in ("latent", "both"):
         if "lam" not in latents.label_names():
             raise ConfigError(f"actions={mode}: {cfg.data.latents} has no latent action labels; train the "
