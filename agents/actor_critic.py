@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-OBS_TYPES = ("pixels", "latents")
+from worldsim.world_options import OBS_TYPES
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """``worldsim agent`` and ``worldsim plan``: the agents' sub-commands.
 
 Registered as ``worldsim.commands`` entry points (pyproject.toml), so the ``worldsim`` package
-never imports ``agents``. Each takes the composed config of ``configs/<name>.yaml``:
+never imports ``agents``. Each takes the composed config of ``configs/<name>.yaml``, whose
+``world`` node (``worldsim.config.world_options``) is handed whole to the worlds it runs:
 
 - ``worldsim agent mode=train bundle=PATH``: imagination training (:mod:`agents.imagination`);
 - ``worldsim agent mode=eval bundle=PATH checkpoint=FILE``: real-game evaluation against a
@@ -21,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from agents.trainer import TrainConfig
-from worldsim.config import ConfigError, require
+from worldsim.config import ConfigError, require, world_options
 from worldsim.data.atomic import atomic_write_json
 
 AGENT_MODES = ("train", "eval", "rank")
@@ -48,19 +49,6 @@ def _train_config(node: DictConfig) -> TrainConfig:
         raise ConfigError(f"agent.train: {err}") from err
 
 
-def _world_options(a: DictConfig) -> dict[str, Any]:
-    """The imagined worlds' settings of ``agent.*`` (shared by ``mode=train`` and ``mode=rank``)."""
-    return {
-        "obs_type": str(a.obs_type),
-        "action_type": str(a.action_type),
-        "sampler_steps": int(a.sampler_steps),
-        "context_noise": float(a.context_noise),
-        "termination": str(a.termination),
-        "termination_scale": float(a.termination_scale),
-        "precision": str(a.precision),
-    }
-
-
 def agent(cfg: DictConfig) -> dict[str, Any]:
     """Train (``mode=train``), evaluate (``mode=eval``) or rank by imagined return
     (``mode=rank``) actor-critics; returns the summary."""
@@ -76,12 +64,11 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
         summary = train_in_imagination(
             bundle,
             out,
+            options=world_options(cfg),
             num_envs=int(a.num_envs),
             train=_train_config(a.train),
             network=_container(a.network),
             max_episode_steps=a.max_episode_steps,
-            device=cfg.device,
-            **_world_options(a),
             resume=bool(cfg.resume),
         )
         print(json.dumps(summary, indent=2))
@@ -124,13 +111,12 @@ def _rank(cfg: DictConfig, bundle: Path, out: Path) -> dict[str, Any]:
     results = imagined_returns(
         bundle,
         {str(p): str(p) for p in policies},  # labelled by their paths
+        options=world_options(cfg),
         num_envs=int(r.num_envs),
         rollouts=int(r.rollouts),
         horizon=int(r.horizon),
         seed=int(r.seed),
         greedy=bool(r.greedy),
-        device=cfg.device,
-        **_world_options(cfg.agent),
     )
     write_rank(results, out)
     brief = {k: (v["return"]["mean"], v["name"]) for k, v in results["policies"].items()}
@@ -147,6 +133,7 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
     try:
         results = evaluate_planner(
             _bundle(cfg),
+            options=world_options(cfg),
             objective=cfg.objective,
             planner=_container(cfg.planner),
             seeds=tuple(int(s) for s in cfg.seeds),
@@ -154,8 +141,6 @@ def plan(cfg: DictConfig) -> dict[str, Any]:
             task=_container(cfg.task),
             env_id=cfg.env,
             max_steps=int(cfg.max_steps),
-            sampler_steps=int(cfg.sampler_steps),
-            device=cfg.device,
         )
     except TypeError as err:
         raise ConfigError(f"planner: {err}") from err

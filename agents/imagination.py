@@ -5,7 +5,9 @@ worlds stepped in one batched Simulator call, tensors kept on the device). Every
 from real frames: the env's reset draws one of the bundle's start contexts (real frames of the
 dataset) per world, and the model imagines ``horizon`` steps from there (DIAMOND: burn-in on real
 frames, then imagine). Rewards and terminations come from the bundle's heads; actions are the
-latent action codes (``Discrete(num_latent_actions)``).
+latent action codes (``Discrete(num_latent_actions)``) or the game's own. How the worlds run is
+one :class:`~worldsim.world_options.WorldOptions`, by default the ``imagination`` preset
+(``worldsim.world_options.PRESETS``: latents, endings drawn from the termination probability).
 
 ``train_in_imagination(bundle, out_dir, ...)`` builds the env, the agent and the
 :class:`~agents.trainer.ActorCriticTrainer`, and trains (resuming from ``out_dir`` when it holds
@@ -20,50 +22,39 @@ from typing import Any
 
 import torch
 
-from agents.actor_critic import OBS_TYPES, ActorCritic, ActorCriticConfig
+from agents.actor_critic import ActorCritic, ActorCriticConfig
 from agents.trainer import ActorCriticTrainer, TrainConfig
+from worldsim.bundle import Bundle
 from worldsim.env import WorldModelVectorEnv
+from worldsim.world_options import WorldOptions, preset
 
 
 class ImaginationSource:
     """A :class:`~agents.trainer.RolloutSource` over a ``WorldModelVectorEnv``.
 
-    ``action_type="latent"``: the agent picks latent action codes (works on label-free video).
-    ``action_type="real"``: the agent picks the game's real actions, which the world model plays
-    as each action's most frequent code (the bundle's binding). Rare codes are the ones the
+    ``options``: the imagined worlds (default: the ``imagination`` preset of
+    ``worldsim.world_options``: latents, endings drawn from the termination probability).
+    ``options.action_type="latent"``: the agent picks latent action codes (works on label-free
+    video). ``"real"``: the agent picks the game's real actions, which the world model plays as
+    each action's most frequent code (the bundle's binding). Rare codes are the ones the
     dynamics saw least, and an agent free to pick them learns to trigger rewards the model
     invents; real actions keep it on well-trained codes and let it play the real game directly.
     """
 
     def __init__(
         self,
-        bundle: str | os.PathLike,
+        bundle: str | os.PathLike | Bundle,
         num_envs: int,
+        options: WorldOptions | None = None,
         *,
-        obs_type: str = "latents",
-        action_type: str = "latent",
-        sampler_steps: int = 4,
-        context_noise: float = 0.1,
         max_episode_steps: int | None = None,
-        termination: str = "sample",
-        termination_scale: float = 1.0,
-        precision: str = "float32",
-        device: str = "cpu",
     ) -> None:
-        if obs_type not in OBS_TYPES:
-            raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
-        self.env = WorldModelVectorEnv(  # checks action_type
+        self.options = options if options is not None else preset("imagination")
+        self.env = WorldModelVectorEnv(
             num_envs,
             bundle,
-            obs_type=obs_type,
-            action_type=action_type,
-            sampler_steps=sampler_steps,
-            context_noise=context_noise,
+            options=self.options,
             max_episode_steps=max_episode_steps,
-            termination=termination,
-            termination_scale=termination_scale,
-            precision=precision,
-            device=device,
             return_torch=True,
         )
         self.num_envs = num_envs
@@ -95,51 +86,35 @@ def train_in_imagination(
     bundle: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    options: WorldOptions | None = None,
     num_envs: int = 16,
-    obs_type: str = "latents",
-    action_type: str = "latent",
     train: TrainConfig | None = None,
     network: dict[str, Any] | None = None,
-    sampler_steps: int = 4,
-    context_noise: float = 0.1,
     max_episode_steps: int | None = None,
-    termination: str = "sample",
-    termination_scale: float = 1.0,
-    precision: str = "float32",
-    device: str = "cpu",
     resume: bool = True,
 ) -> dict[str, Any]:
     """Train an actor-critic inside the bundle's world model; returns the trainer's summary.
 
-    ``out_dir`` receives ``checkpoint.pt``, ``curve.csv`` and ``curve.png``.
+    ``options``: the imagined worlds (default: the ``imagination`` preset); the agent sees their
+    ``obs_type``, picks their ``action_type`` and trains on their ``device``. ``out_dir``
+    receives ``checkpoint.pt``, ``curve.csv`` and ``curve.png``.
     """
     train = train or TrainConfig()
     torch.manual_seed(train.seed)
-    source = ImaginationSource(
-        bundle,
-        num_envs,
-        obs_type=obs_type,
-        action_type=action_type,
-        sampler_steps=sampler_steps,
-        context_noise=context_noise,
-        max_episode_steps=max_episode_steps,
-        termination=termination,
-        termination_scale=termination_scale,
-        precision=precision,
-        device=device,
-    )
+    source = ImaginationSource(bundle, num_envs, options, max_episode_steps=max_episode_steps)
+    world = source.options
     model = ActorCritic(
-        agent_config(obs_type, source.obs_shape, source.num_actions, **(network or {}))
-    ).to(device)
+        agent_config(world.obs_type, source.obs_shape, source.num_actions, **(network or {}))
+    ).to(world.device)
     meta = {
         "name": "imagination",
         "bundle": str(Path(bundle).resolve()),
-        "obs_type": obs_type,
-        "action_type": action_type,
+        "obs_type": world.obs_type,
+        "action_type": world.action_type,
         "num_envs": num_envs,
-        "termination": termination,
-        "termination_scale": termination_scale,
-        "precision": precision,
+        "termination": world.termination,
+        "termination_scale": world.termination_scale,
+        "precision": world.precision,
         "game": source.env.sim.bundle.meta.get("game"),
     }
     trainer = ActorCriticTrainer(model, source, train, out_dir, meta=meta, resume=resume)

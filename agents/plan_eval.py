@@ -34,6 +34,7 @@ from agents.planners import (
 from agents.real_game import code_table, resolve_game
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.simulator import Simulator
+from worldsim.world_options import WorldOptions, preset
 
 OBJECTIVES = ("goal", "reward")
 
@@ -52,15 +53,12 @@ def make_planning_agent(
     replan_every: int = 1,
     context_frames: int | None = None,
     gamma: float = 0.99,
-    action_type: str = "latent",
     seed: int = 0,
 ) -> PlanningAgent:
-    """A model-predictive agent over ``sim`` (objective: reward until ``set_goal`` is called).
-
-    ``action_type``: plan over latent codes or the game's real actions (see ``SimulatorModel``).
-    """
+    """A model-predictive agent over ``sim`` (objective: reward until ``set_goal`` is called),
+    planning over the actions of ``sim.options.action_type`` (see ``SimulatorModel``)."""
     planner = SequencePlanner(
-        SimulatorModel(sim, action_type),
+        SimulatorModel(sim),
         RewardObjective(gamma),
         method=method,
         horizon=horizon,
@@ -130,6 +128,7 @@ def run_return_episode(
 def evaluate_planner(
     bundle: str | os.PathLike | Bundle,
     *,
+    options: WorldOptions | None = None,
     objective: str = "goal",
     planner: dict[str, Any] | None = None,
     seeds: tuple[int, ...] = (0, 1, 2),
@@ -137,11 +136,11 @@ def evaluate_planner(
     task: dict[str, Any] | None = None,
     env_id: str | None = None,
     max_steps: int = 200,
-    sampler_steps: int = 2,
-    device: str = "cpu",
 ) -> dict[str, Any]:
     """Success rate (or return) and seconds per action of a planner; see the module docstring.
 
+    ``options``: the imagined worlds (default: the ``planning`` preset of
+    ``worldsim.world_options``); the planner searches over their ``action_type``.
     ``planner``: keyword arguments of :func:`make_planning_agent`; ``task``: of
     :func:`~agents.goal_tasks.make_goal_tasks` (``min_tiles``, ``max_tiles``, ``step_factor``).
     """
@@ -151,8 +150,8 @@ def evaluate_planner(
         raise ValueError("evaluate_planner: need at least one seed")
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     game = resolve_game(loaded, env_id)
-    sim = Simulator(loaded, device=device, sampler_steps=sampler_steps)
-    action_type = (planner or {}).get("action_type", "latent")
+    sim = Simulator(loaded, options if options is not None else preset("planning"))
+    action_type = sim.options.action_type
     if action_type == "real":  # the planner's actions are the game's own
         codes = np.arange(sim.num_actions("real") or 0)
     else:  # latent codes reach the game through the binding

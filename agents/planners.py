@@ -69,12 +69,13 @@ class PlanningModel(Protocol):
 class SimulatorModel:
     """:class:`PlanningModel` over a Simulator (batched population).
 
-    ``action_type="latent"`` plans over latent action codes; ``"real"`` over the game's discrete
-    actions, which the Simulator plays as each action's most frequent code (a smaller search
-    space, and only codes the dynamics saw often).
+    It plans over the actions of the Simulator's ``options.action_type``: ``latent`` codes, or
+    the game's discrete ``real`` actions, which the Simulator plays as each action's most
+    frequent code (a smaller search space, and only codes the dynamics saw often).
     """
 
-    def __init__(self, sim: Simulator, action_type: str = "latent") -> None:
+    def __init__(self, sim: Simulator) -> None:
+        action_type = sim.options.action_type
         n = sim.num_actions(action_type)
         if n is None:
             raise ValueError(

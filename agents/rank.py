@@ -37,6 +37,7 @@ from agents.imagination import ImaginationSource
 from agents.trainer import load_checkpoint
 from worldsim.bundle import Bundle
 from worldsim.data.atomic import atomic_write_json
+from worldsim.world_options import WorldOptions
 
 RANDOM = "random"
 
@@ -79,40 +80,24 @@ def imagined_returns(
     bundle: str | os.PathLike | Bundle,
     checkpoints: dict[str, str | os.PathLike],
     *,
-    obs_type: str = "latents",
-    action_type: str = "real",
+    options: WorldOptions | None = None,
     num_envs: int = 32,
     rollouts: int = 2,
     horizon: int = 15,
     seed: int = 0,
     greedy: bool = False,
-    sampler_steps: int = 4,
-    context_noise: float = 0.1,
-    termination: str = "sample",
-    termination_scale: float = 1.0,
-    precision: str = "float32",
-    device: str = "cpu",
 ) -> dict[str, Any]:
     """Imagined return per world of a random policy and each checkpoint (module docstring).
 
-    ``checkpoints`` maps a label to an agent checkpoint (file or run directory). Returns
+    ``checkpoints`` maps a label to an agent checkpoint (file or run directory); ``options``:
+    the imagined worlds (default: the ``imagination`` preset, as the agents train in). Returns
     ``{"policies": {label: {return, positive, negative, endings, checkpoint info}}, "setup": ...}``;
     ``return`` is :func:`agents.evaluate.summarize` over the ``rollouts`` batch means.
     """
     if rollouts < 1 or horizon < 1:
         raise ValueError(f"rollouts and horizon must be >= 1, got {rollouts}, {horizon}")
-    source = ImaginationSource(
-        bundle,
-        num_envs,
-        obs_type=obs_type,
-        action_type=action_type,
-        sampler_steps=sampler_steps,
-        context_noise=context_noise,
-        termination=termination,
-        termination_scale=termination_scale,
-        precision=precision,
-        device=device,
-    )
+    source = ImaginationSource(bundle, num_envs, options)
+    world = source.options
     try:
         policies, info = _load_policies(checkpoints, source, seed, greedy)
         results: dict[str, Any] = {}
@@ -150,10 +135,10 @@ def imagined_returns(
         "horizon": horizon,
         "seed": seed,
         "greedy": greedy,
-        "sampler_steps": sampler_steps,
-        "termination": termination,
-        "termination_scale": termination_scale,
-        "precision": precision,
+        "sampler_steps": world.sampler_steps,
+        "termination": world.termination,
+        "termination_scale": world.termination_scale,
+        "precision": world.precision,
     }
     return {"policies": results, "setup": setup}
 

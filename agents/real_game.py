@@ -31,12 +31,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.actor_critic import OBS_TYPES, ActorCritic
+from agents.actor_critic import ActorCritic
 from agents.imagination import agent_config
 from agents.trainer import ActorCriticTrainer, TrainConfig
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.data.clips import resize_frames
-from worldsim.simulator import ACTION_TYPES, Simulator
+from worldsim.simulator import Simulator
+from worldsim.world_options import ACTION_TYPES, OBS_TYPES, WorldOptions
 
 
 def resolve_game(bundle: Bundle, env_id: str | None) -> str:
@@ -112,7 +113,7 @@ class RealGameSource:
         self.bundle = loaded
         self.action_type = action_type
         self.env_id = resolve_game(loaded, env_id)
-        self.sim = Simulator(loaded, device=device, batch=1)
+        self.sim = Simulator(loaded, WorldOptions(device=device))  # its autoencoder encodes frames
         self.convert = FrameConverter(self.sim, obs_type)
         self.codes = torch.as_tensor(code_table(loaded)) if action_type == "latent" else None
         self.num_envs = num_envs

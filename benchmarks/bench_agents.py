@@ -50,9 +50,8 @@ from agents.imagination import train_in_imagination
 from agents.plan_eval import evaluate_planner
 from agents.trainer import TrainConfig
 from worldsim.data.atomic import atomic_write_json
-from worldsim.env import PRECISIONS
-from worldsim.simulator import ACTION_TYPES
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import ACTION_TYPES, PRECISIONS, preset
 
 RETURNS = ("imagination_return", "real_return", "random_return", "sample_matched_return")
 HORIZONS = ("1", "2", "4", "8", "16")
@@ -224,12 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
             bundle,
             seed_dir / "agent",
             num_envs=args.num_envs,
-            obs_type=args.obs_type,
-            action_type=args.action_type,
+            options=preset("imagination", obs_type=args.obs_type, action_type=args.action_type,
+                           sampler_steps=args.sampler_steps, termination_scale=args.termination_scale,
+                           precision=args.precision),
             train=train,
-            sampler_steps=args.sampler_steps,
-            termination_scale=args.termination_scale,
-            precision=args.precision,
         )
         imagination_s = time.perf_counter() - t0
         ev = compare_in_real_game(
@@ -251,7 +248,6 @@ def main(argv: list[str] | None = None) -> dict:
     pl = None
     if args.planner != "none":
         planner = {
-            "action_type": args.action_type,
             "method": args.planner,
             "population": args.population,
             "iterations": args.iterations,
@@ -263,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
             planner=planner,
             seeds=tuple(args.seeds),
             num_tasks=args.num_tasks,
-            sampler_steps=args.sampler_steps,
+            options=preset("planning", action_type=args.action_type, sampler_steps=args.sampler_steps),
         )
     strip = lambda d: {"mean": d["mean"], "std": d["std"], "n": d["n"]}  # noqa: E731
 

@@ -37,8 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from worldsim.data.atomic import atomic_write_json
 from worldsim.simulator import load_simulator
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import PRECISIONS, WorldOptions
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=16, help="timed steps per run at B <= 16")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best)")
     parser.add_argument("--sampler-steps", type=int, default=4, help="Euler steps per frame")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--dtype", default="float32", choices=PRECISIONS,
+                        help="the networks' and cache's precision (WorldOptions.precision)")
     parser.add_argument("--chunk", type=int, default=None,
                         help="worlds per cached pass (default: the Simulator's for the device)")
     parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
@@ -145,11 +146,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    dtype = DTYPES[args.dtype]
+    options = WorldOptions(precision=args.dtype, device=args.device,
+                           sampler_steps=args.sampler_steps, seed=0, chunk=args.chunk)
+    dtype = options.dtype
     with tempfile.TemporaryDirectory() as tmp:
         path = args.bundle or untrained_bundle(Path(tmp) / "bundle", args.preset)
-        sim = load_simulator(path, device=args.device, dtype=dtype,
-                             sampler_steps=args.sampler_steps, seed=0, chunk=args.chunk)
+        sim = load_simulator(path, options)
     dyn, ae = sim.dynamics.cfg, sim.autoencoder.cfg
     peak = matmul_peak(device=args.device, dtype=dtype)
     with torch.inference_mode():

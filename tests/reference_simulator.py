@@ -24,6 +24,7 @@ from worldsim.bundle import load_bundle
 from worldsim.dynamics import DynamicsModel
 from worldsim.simulator import Simulator
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import WorldOptions
 
 REFERENCE = Path(__file__).parent / "data" / "simulator_reference.npz"
 ATTENTIONS = ("factorized", "block_causal")
@@ -52,7 +53,7 @@ def reference_runs(path: Path, chunk: int | None = None) -> dict[str, np.ndarray
     for attention in ATTENTIONS:
         bundle = _randomised(base, attention)
         for run, batch in (("single", 1), ("batched", 4), ("reset", 4)):
-            sim = Simulator(bundle, batch=batch, sampler_steps=2, seed=3, chunk=chunk)
+            sim = Simulator(bundle, WorldOptions(sampler_steps=2, seed=3, chunk=chunk), batch=batch)
             sim.reset(torch.arange(batch) % 6)
             actions = torch.Generator().manual_seed(5)
             frames = []

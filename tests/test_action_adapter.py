@@ -11,6 +11,7 @@ from worldsim.binding import ActionBinding
 from worldsim.bundle import BundleError, load_bundle, save_bundle
 from worldsim.simulator import load_simulator
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import WorldOptions
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 
@@ -90,7 +91,7 @@ def test_bundle_carries_the_adapter_and_the_simulator_uses_it(tmp_path, monkeypa
         adapter.logits.bias.copy_(torch.arange(3 * k, dtype=torch.float32) % k)
     loaded = load_bundle(_resave(b, tmp_path / "adapted", adapter))
     assert loaded.action_adapter is not None and loaded.action_adapter.cfg == adapter.cfg
-    sim = load_simulator(loaded, batch=3, action_type="real", seed=0)
+    sim = load_simulator(loaded, WorldOptions(action_type="real", seed=0), batch=3)
     z = torch.randn(3, 4, 8, 8)
     assert sim.model_actions(torch.tensor([0, 1, 2]), latents=z).tolist() == [k - 1] * 3
     # without latents (or without an adapter) the binding's table answers
@@ -103,7 +104,7 @@ def test_bundle_carries_the_adapter_and_the_simulator_uses_it(tmp_path, monkeypa
     sim.step(torch.tensor([0, 1, 2]))
     assert len(seen) == 1 and torch.equal(seen[0], before)  # the frame the actions are taken in
     assert not torch.equal(sim.latents, before)
-    plain = load_simulator(b, batch=1, action_type="real", seed=0)
+    plain = load_simulator(b, WorldOptions(action_type="real", seed=0))
     assert plain.adapter is None
 
 

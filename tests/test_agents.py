@@ -17,8 +17,10 @@ from agents.real_game import RealGameSource
 from agents.trainer import TrainConfig, load_checkpoint
 from worldsim.bundle import load_bundle
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import WorldOptions, preset
 
 SCROLLER = {"type": "discrete", "n": 5}
+FAST = preset("imagination", sampler_steps=1)  # the agents' worlds, one Euler step per frame
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +104,10 @@ def test_imagination_training_writes_checkpoint_curve_and_resumes(bundle, tmp_pa
     summary = train_in_imagination(
         bundle,
         out,
+        options=preset("imagination", sampler_steps=1, termination_scale=1.5, precision="bfloat16"),
         num_envs=3,
         train=train,
         network=net,
-        sampler_steps=1,
-        termination_scale=1.5,
-        precision="bfloat16",
     )
     assert (out / "checkpoint.pt").is_file() and (out / "curve.png").is_file()
     rows = list(csv.DictReader(open(out / "curve.csv")))
@@ -120,7 +120,7 @@ def test_imagination_training_writes_checkpoint_curve_and_resumes(bundle, tmp_pa
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # Resume to 5 updates: continues from 3, keeps the earlier rows.
     train5 = TrainConfig(updates=5, horizon=4, log_every=1, ckpt_every=2, progress=False, seed=1)
-    train_in_imagination(bundle, out, num_envs=3, train=train5, network=net, sampler_steps=1)
+    train_in_imagination(bundle, out, options=FAST, num_envs=3, train=train5, network=net)
     model5, ckpt5 = load_checkpoint(out / "checkpoint.pt")
     assert ckpt5["update"] == 5 and len(ckpt5["rows"]) == 5
     seconds = [row["seconds"] for row in ckpt5["rows"]]
@@ -135,7 +135,7 @@ def test_imagination_training_writes_checkpoint_curve_and_resumes(bundle, tmp_pa
             num_envs=3,
             train=train5,
             network={"channels": (4,), "hidden": 16},
-            sampler_steps=1,
+            options=FAST,
         )
 
 
@@ -185,10 +185,9 @@ def test_compare_in_real_game_trains_the_real_baseline(bundle, tmp_path, action_
         bundle,
         tmp_path / "agent",
         num_envs=2,
-        action_type=action_type,
+        options=FAST.replace(action_type=action_type),
         train=train,
         network={"channels": (8,), "hidden": 16},
-        sampler_steps=1,
     )
     model, ckpt = load_checkpoint(tmp_path / "agent" / "checkpoint.pt")
     assert ckpt["meta"]["action_type"] == action_type
@@ -222,7 +221,7 @@ def test_rank_counts_imagined_rewards_up_to_the_first_ending(bundle, tmp_path):
 
     net = {"channels": (8,), "hidden": 16}
     train = TrainConfig(updates=1, horizon=2, log_every=1, ckpt_every=1, progress=False)
-    train_in_imagination(bundle, tmp_path / "a", num_envs=2, train=train, network=net, sampler_steps=1)
+    train_in_imagination(bundle, tmp_path / "a", options=FAST, num_envs=2, train=train, network=net)
     loaded = load_bundle(bundle)
     heads = loaded.heads
     k = heads.cfg.reward_bins // 2 + 4  # a bin above 0: every transition pays symexp(bins[k])
@@ -234,7 +233,7 @@ def test_rank_counts_imagined_rewards_up_to_the_first_ending(bundle, tmp_path):
         paid = float(heads.predict(z, z, torch.zeros(1, dtype=torch.long))["reward"][0])
     assert paid > 0.1
     runs = {"a": tmp_path / "a", "a_again": tmp_path / "a" / "checkpoint.pt"}
-    common = dict(action_type="latent", num_envs=4, rollouts=2, horizon=3, sampler_steps=1)
+    common = dict(options=FAST.replace(action_type="latent"), num_envs=4, rollouts=2, horizon=3)
     for bias, steps, endings in ((-30.0, 3, 0.0), (30.0, 1, 1.0)):  # never / always ends
         with torch.no_grad():
             heads.termination_out.weight.zero_()
@@ -251,7 +250,8 @@ def test_rank_counts_imagined_rewards_up_to_the_first_ending(bundle, tmp_path):
     write_rank(res, tmp_path / "rank")
     assert (tmp_path / "rank" / "rank.json").is_file() and (tmp_path / "rank" / "rank.png").is_file()
     pix = TrainConfig(updates=1, horizon=2, log_every=1, ckpt_every=1, progress=False)
-    train_in_imagination(bundle, tmp_path / "p", num_envs=2, obs_type="pixels", train=pix, network=net, sampler_steps=1)
+    train_in_imagination(bundle, tmp_path / "p", options=FAST.replace(obs_type="pixels"), num_envs=2, train=pix,
+                         network=net)
     with pytest.raises(ValueError, match="the agent sees pixels"):
         imagined_returns(loaded, {"p": tmp_path / "p"}, **common)
     with pytest.raises(ValueError, match="reserved"):
@@ -264,13 +264,13 @@ def test_agent_rank_command_writes_json_and_plot(bundle, tmp_path):
 
     net = {"channels": (8,), "hidden": 16}
     train = TrainConfig(updates=1, horizon=2, log_every=1, ckpt_every=1, progress=False)
-    train_in_imagination(bundle, tmp_path / "a", num_envs=2, train=train, network=net, sampler_steps=1)
+    train_in_imagination(bundle, tmp_path / "a", options=FAST, num_envs=2, train=train, network=net)
     base = [
         "mode=rank",
         f"bundle={bundle}",
         f"out={tmp_path / 'rank'}",
-        "agent.action_type=latent",
-        "agent.sampler_steps=1",
+        "world.action_type=latent",
+        "world.sampler_steps=1",
         "rank.num_envs=2",
         "rank.rollouts=2",
         "rank.horizon=2",
@@ -289,17 +289,18 @@ def test_agent_rank_command_writes_json_and_plot(bundle, tmp_path):
 def test_agent_presets_compose_into_train_configs():
     """Every agent preset composes into a TrainConfig and world options; `medium` is the
     configuration of the best measured imagination agent (docs/agents.md)."""
-    from agents.commands import _train_config, _world_options
-    from worldsim.config import compose, group_options
+    from agents.commands import _train_config
+    from worldsim.config import compose, group_options, world_options
 
     assert {"latents", "pixels", "medium"} <= set(group_options("agent"))
-    for preset in group_options("agent"):
-        cfg = compose("agent", [f"agent={preset}", "bundle=x"])
+    for name in group_options("agent"):
+        cfg = compose("agent", [f"agent={name}", "bundle=x"])
         assert _train_config(cfg.agent.train).updates > 0
-        assert _world_options(cfg.agent)["obs_type"] in ("latents", "pixels")
+        assert world_options(cfg).obs_type == ("pixels" if name == "pixels" else "latents")
+        assert world_options(cfg).termination == "sample"
     cfg = compose("agent", ["agent=medium", "bundle=x"])
     assert _train_config(cfg.agent.train).lr == 1e-3 and cfg.agent.num_envs == 16
-    assert _world_options(cfg.agent) == {
-        "obs_type": "latents", "action_type": "real", "sampler_steps": 2, "context_noise": 0.1,
-        "termination": "sample", "termination_scale": 3.0, "precision": "bfloat16",
-    }
+    assert world_options(cfg) == WorldOptions(
+        obs_type="latents", action_type="real", sampler_steps=2, context_noise=0.1,
+        termination="sample", termination_scale=3.0, precision="bfloat16",
+    )

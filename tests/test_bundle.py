@@ -14,6 +14,7 @@ from worldsim.bundle import BundleError, load_bundle, save_bundle
 from worldsim.dynamics import build_dynamics
 from worldsim.simulator import load_simulator
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import WorldOptions
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 
@@ -121,7 +122,7 @@ def test_weights_that_do_not_fit_their_config(tmp_path, bundle_dir):
 def test_load_simulator_and_lazy_package_export(bundle_dir):
     import worldsim
 
-    sim = worldsim.load_simulator(bundle_dir, batch=2, seed=0)
+    sim = worldsim.load_simulator(bundle_dir, WorldOptions(seed=0), batch=2)
     assert sim.batch == 2 and sim.latent_shape == (4, 8, 8)
     assert load_simulator(load_bundle(bundle_dir)).batch == 1
 

@@ -199,11 +199,11 @@ def test_envs_pass_the_termination_mode_to_the_simulator(lively):
         ended = {}
         for mode in ("threshold", "sample"):
             venv = WorldModelVectorEnv(64, lively, obs_type="latents", termination=mode)
-            assert venv.sim.termination == mode
+            assert venv.sim.options.termination == mode
             venv.reset(seed=0)
             ended[mode] = venv.step(np.zeros(64, dtype=np.int64))[2].mean()
         assert ended["threshold"] == 0 and 0.3 < ended["sample"] < 0.7
-        assert WorldModelEnv(lively, termination="sample").sim.termination == "sample"
+        assert WorldModelEnv(lively, termination="sample").sim.options.termination == "sample"
         # termination_scale multiplies p first (capped at 1): 0.75 passes the threshold, 1.0
         # ends every sampled world, 0.1 ends few.
         for mode, scale, low, high in (("threshold", 1.5, 1, 1), ("sample", 2.0, 1, 1), ("sample", 0.2, 0, 0.3)):

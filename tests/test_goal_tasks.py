@@ -70,12 +70,13 @@ def test_plan_eval_reports_success_budget_and_speed(tmp_path, action_type):
     from worldsim.bundle import load_bundle
     from worldsim.simulator import Simulator
     from worldsim.testing import untrained_bundle
+    from worldsim.world_options import WorldOptions
 
     bundle = untrained_bundle(tmp_path / "b", "tiny", action_space={"type": "discrete", "n": 5})
-    model = SimulatorModel(Simulator(load_bundle(bundle), sampler_steps=1), action_type)
+    options = WorldOptions(sampler_steps=1, action_type=action_type)
+    model = SimulatorModel(Simulator(load_bundle(bundle), options))
     assert model.num_actions == (5 if action_type == "real" else load_bundle(bundle).num_latent_actions)
     planner = {
-        "action_type": action_type,
         "method": "cem",
         "horizon": 2,
         "population": 4,
@@ -83,15 +84,15 @@ def test_plan_eval_reports_success_budget_and_speed(tmp_path, action_type):
         "elites": 2,
         "replan_every": 2,
     }
-    res = evaluate_planner(bundle, planner=planner, seeds=(0, 1, 2), num_tasks=1, sampler_steps=1)
+    res = evaluate_planner(bundle, options=options, planner=planner, seeds=(0, 1, 2), num_tasks=1)
     assert res["game"] == "worldsim/Scroller-v0" and res["action_type"] == action_type
     assert res["plan_success"]["n"] == 3 and 0 <= res["plan_success"]["mean"] <= 1
     assert res["plan_budget"]["calls_per_plan"] == 8 and res["plan_budget"]["calls_per_action"] == 4
     assert res["plan_seconds_per_action"]["mean"] > 0
     # seeded: a re-run plays the same actions (the planner's and the imagined frames' noise)
-    again = evaluate_planner(bundle, planner=planner, seeds=(0, 1, 2), num_tasks=1, sampler_steps=1)
+    again = evaluate_planner(bundle, options=options, planner=planner, seeds=(0, 1, 2), num_tasks=1)
     assert [e["actions"] for e in again["episodes"]] == [e["actions"] for e in res["episodes"]]
-    other = evaluate_planner(bundle, planner=planner, seeds=(3, 4, 5), num_tasks=1, sampler_steps=1)
+    other = evaluate_planner(bundle, options=options, planner=planner, seeds=(3, 4, 5), num_tasks=1)
     assert [e["actions"] for e in other["episodes"]] != [e["actions"] for e in res["episodes"]]
 
 
@@ -109,7 +110,7 @@ def test_plan_and_agent_commands_compose_and_run(tmp_path):
         "planner=mppi",
         "num_tasks=1",
         "seeds=[0]",
-        "sampler_steps=1",
+        "world.sampler_steps=1",
         "planner.population=4",
         "planner.elites=2",
         "planner.iterations=1",

@@ -16,6 +16,7 @@ from agents.planners import (
 )
 from worldsim.simulator import load_simulator
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import WorldOptions
 
 TARGET = torch.tensor([2, 0, 3, 1, 1])
 
@@ -108,7 +109,7 @@ def test_planner_arguments_are_checked():
 
 def test_simulator_model_plans_with_a_batched_population(tmp_path):
     path = untrained_bundle(tmp_path / "b", "tiny", action_space={"type": "discrete", "n": 5})
-    sim = load_simulator(path, sampler_steps=1)
+    sim = load_simulator(path, WorldOptions(sampler_steps=1))
     model = SimulatorModel(sim)
     frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     planner = SequencePlanner(

@@ -12,6 +12,7 @@ from worldsim.dynamics import DynamicsModel, build_dynamics
 from worldsim.flow import rollout, sample_next, training_loss
 from worldsim.simulator import Simulator
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import WorldOptions
 
 
 def _events(batch: int, frames: int, seed: int):
@@ -125,13 +126,13 @@ def test_simulator_reads_rewards_from_the_dynamics_readout(tmp_path):
                       latent_mean=b.latent_mean, latent_std=b.latent_std,
                       contexts=b.contexts, context_actions=b.context_actions, heads=b.heads,
                       lam=b.lam, binding=b.binding, meta=b.meta, overwrite=True)
-    sim = Simulator(load_bundle(out), batch=3, seed=0, sampler_steps=2)
+    sim = Simulator(load_bundle(out), WorldOptions(seed=0, sampler_steps=2), batch=3)
     sim.reset()
     res = sim.step(np.zeros(3, dtype=np.int64))
     torch.testing.assert_close(res.reward, torch.full((3,), want), atol=1e-3, rtol=1e-3)
     assert bool(res.terminated.all())
     # The same bundle without the readout falls back to the heads on latents.
-    plain = Simulator(load_bundle(path), batch=3, seed=0, sampler_steps=2)
+    plain = Simulator(load_bundle(path), WorldOptions(seed=0, sampler_steps=2), batch=3)
     plain.reset()
     res = plain.step(np.zeros(3, dtype=np.int64))
     assert float(res.reward.abs().max()) < 0.5 and not bool(res.terminated.any())

@@ -12,6 +12,7 @@ from worldsim.rollout import real_vs_model
 from worldsim.simulator import load_simulator
 from worldsim.testing import untrained_bundle
 from worldsim.video import save_frame_strip
+from worldsim.world_options import WorldOptions
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 
@@ -23,7 +24,7 @@ def sim(tmp_path_factory):
     for p in bundle.dynamics.parameters():  # a fresh net is the identity: make actions matter
         if p.abs().sum() == 0 and p.dim() > 0:
             p.data.normal_(0, 0.2)
-    return load_simulator(bundle, sampler_steps=1, seed=0)
+    return load_simulator(bundle, WorldOptions(sampler_steps=1, seed=0))
 
 
 def test_real_vs_model_replays_the_window_with_its_actions(sim):

@@ -10,6 +10,7 @@ from worldsim.bundle import load_bundle
 from worldsim.data import Episode
 from worldsim.simulator import load_simulator
 from worldsim.testing import untrained_bundle
+from worldsim.world_options import WorldOptions
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
 
@@ -27,8 +28,8 @@ def bundle(tmp_path_factory):
     return b
 
 
-def _sim(bundle, **kw):
-    return load_simulator(bundle, **{"seed": 0, **kw})
+def _sim(bundle, batch=1, history=0, **fields):
+    return load_simulator(bundle, WorldOptions(**{"seed": 0, **fields}), batch=batch, history=history)
 
 
 def test_step_shapes_and_lazy_decode(bundle):
@@ -120,8 +121,8 @@ def test_real_actions_go_through_the_binding(bundle):
 def test_both_and_real_sources(tmp_path):
     both = load_simulator(
         untrained_bundle(tmp_path / "both", action_source="both", action_space=DISCRETE3),
+        WorldOptions(seed=0),
         batch=2,
-        seed=0,
     )
     codes, onehot = both.model_actions(torch.tensor([0, 3]))
     assert onehot.shape == (2, 3) and codes.tolist() == [0, 3]
@@ -171,7 +172,7 @@ def _rss_mb() -> float:
 
 
 def test_memory_stays_flat_over_10000_steps(tmp_path):
-    sim = load_simulator(untrained_bundle(tmp_path / "w", heads=False), sampler_steps=1, seed=0)
+    sim = load_simulator(untrained_bundle(tmp_path / "w", heads=False), WorldOptions(sampler_steps=1, seed=0))
     sim.reset()
     shapes = (sim.cache.k.shape, sim.cache.v.shape)
     act = torch.tensor([1])
@@ -204,7 +205,7 @@ def test_policies_and_the_rollout_command(bundle, tmp_path):
             "steps=6",
             "num_worlds=3",
             "policy=sticky",
-            "sampler_steps=1",
+            "world.sampler_steps=1",
         ],
     )
     assert paths == [out] and out.stat().st_size > 0
@@ -220,7 +221,7 @@ def test_policies_and_the_rollout_command(bundle, tmp_path):
             "steps=2",
             "num_worlds=2",
             "grid=false",
-            "action_type=real",
+            "world.action_type=real",
         ],
     )
     assert [p.name for p in paths] == ["w_0.gif", "w_1.gif"]

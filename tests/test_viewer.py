@@ -12,6 +12,7 @@ from worldsim.data import Episode, EpisodeStore
 from worldsim.simulator import load_simulator
 from worldsim.testing import untrained_bundle
 from worldsim.viewer import PlayController, Viewer, load_episode, meaning_tokens
+from worldsim.world_options import WorldOptions
 
 ATARI = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "RIGHTFIRE"]
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}
@@ -71,7 +72,7 @@ def test_headless_loop_with_scripted_keys(bundle, tmp_path):
     import pygame
 
     assert os.environ.get("SDL_VIDEODRIVER") == "dummy"
-    sim = load_simulator(bundle, seed=0, history=8)
+    sim = load_simulator(bundle, WorldOptions(seed=0), history=8)
     viewer = Viewer(sim, scale=2, fps=1000, record_dir=tmp_path)
     _post(pygame.K_2, pygame.K_v)  # latent action 1, start recording
     summary = viewer.run(max_frames=6)
@@ -104,7 +105,7 @@ def test_side_by_side_replays_a_real_episode(bundle, tmp_path):
     loaded = load_episode(f"{tmp_path / 'store'}:0")
     with pytest.raises(ValueError, match="STORE:INDEX"):
         load_episode("nocolon")
-    sim = load_simulator(bundle, seed=0)
+    sim = load_simulator(bundle, WorldOptions(seed=0))
     viewer = Viewer(sim, scale=1, fps=1000, episode=loaded)
     viewer.ctl.side_by_side = True
     summary = viewer.run(max_frames=8)

@@ -84,6 +84,7 @@ def compose(command: str, overrides: list[str] | None = None) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = _rewrite_env_shortcut(list(overrides or []))
+    _store_world_presets()
     root = config_dir()
     if not (root / f"{command}.yaml").is_file():
         raise ConfigError(f"no config for command {command!r}: expected {root / (command + '.yaml')}")
@@ -107,6 +108,33 @@ def compose(command: str, overrides: list[str] | None = None) -> DictConfig:
 
 
 _UNKNOWN_KEY = re.compile(r"^Could not override '([^']+)'")
+
+
+def _store_world_presets() -> None:
+    """Register each preset of ``worldsim.world_options.PRESETS`` as an option of the hydra
+    group ``world``, typed by ``WorldOptions``: a command's ``world`` node then holds every
+    field, with the preset's value, and no YAML file re-declares one."""
+    from hydra.core.config_store import ConfigStore
+
+    from worldsim.world_options import PRESETS
+
+    store = ConfigStore.instance()
+    for name, options in PRESETS.items():
+        node = OmegaConf.structured(options)
+        OmegaConf.set_readonly(node, False)  # a frozen dataclass makes a read-only node
+        store.store(group="world", name=name, node=node)
+
+
+def world_options(cfg: DictConfig, key: str = "world"):
+    """The :class:`~worldsim.world_options.WorldOptions` of a composed config's ``world`` node;
+    a value it refuses raises :class:`ConfigError` naming ``world.<field>``."""
+    from worldsim.world_options import WorldOptions
+
+    node = OmegaConf.to_container(require(cfg, key), resolve=True)
+    try:
+        return WorldOptions(**node)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err).replace("WorldOptions.", f"{key}.")) from err
 
 
 def _base_config(command: str, overrides: list[str]) -> DictConfig | None:

@@ -7,7 +7,13 @@ Both are registered as ``worldsim/WorldModel-v0`` when this module is imported::
 
     env = gym.make("worldsim/WorldModel-v0", bundle="runs/bundle")
     envs = gym.make_vec("worldsim/WorldModel-v0", num_envs=64,
-                        vectorization_mode="vector_entry_point", bundle="runs/bundle")
+                        vectorization_mode="vector_entry_point", bundle="runs/bundle",
+                        options=WorldOptions(obs_type="latents", sampler_steps=2))
+
+How the world runs is one :class:`~worldsim.world_options.WorldOptions` (``options=``), handed
+to the Simulator unchanged; its fields may also be given one by one as keyword arguments
+(``gym.make(..., obs_type="latents")``, the way gymnasium passes an env's arguments), each
+replacing that field of ``options``.
 
 They are thin layers over :class:`worldsim.simulator.Simulator`, which does the work; the
 vector env steps all its worlds in one batched call and keeps every tensor on the device.
@@ -28,32 +34,31 @@ from gymnasium.vector.utils import batch_space
 
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.simulator import Simulator
+from worldsim.world_options import WorldOptions
 
 ENV_ID = "worldsim/WorldModel-v0"
-OBS_TYPES = ("pixels", "latents")
-ACTION_TYPES = ("latent", "real")
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _options(options: WorldOptions | None, fields: dict[str, Any]) -> WorldOptions:
+    """``options`` (default ``WorldOptions()``) with ``fields`` given as keyword arguments
+    (``gymnasium.make(ENV_ID, bundle=..., obs_type="latents")``) replacing its own."""
+    if options is not None and not isinstance(options, WorldOptions):
+        raise TypeError(f"{ENV_ID}: options must be a WorldOptions, got {type(options).__name__}")
+    return (options or WorldOptions()).replace(**fields)
 
 
 def _make_simulator(
-    bundle: str | os.PathLike | Bundle, batch: int, obs_type: str, action_type: str, **options: Any
+    bundle: str | os.PathLike | Bundle | None, options: WorldOptions, batch: int
 ) -> Simulator:
-    if obs_type not in OBS_TYPES:
-        raise ValueError(f"obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
-    if action_type not in ACTION_TYPES:
-        raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
     if bundle is None:
         raise ValueError(f"{ENV_ID} needs bundle=PATH (a directory written by worldsim.bundle)")
-    precision = options.pop("precision", "float32")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    options["dtype"] = PRECISIONS[precision]
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    return Simulator(loaded, batch=batch, action_type=action_type, **options)
+    return Simulator(loaded, options, batch=batch)
 
 
-def _spaces(sim: Simulator, obs_type: str, action_type: str) -> tuple[spaces.Space, spaces.Space]:
+def _spaces(sim: Simulator) -> tuple[spaces.Space, spaces.Space]:
     """Single-world observation and action spaces."""
+    obs_type, action_type = sim.options.obs_type, sim.options.action_type
     if obs_type == "pixels":
         obs = spaces.Box(0, 255, (*sim.frame_size, 3), np.uint8)
     else:
@@ -113,13 +118,13 @@ class WorldModelEnv(gym.Env):
 
     ## Action Space
 
-    ``action_type="latent"``: ``Discrete(num_latent_actions)``, the latent action codes.
-    ``action_type="real"``: the real game's space (``Discrete(n)`` or ``Box``), mapped through the
+    ``action_type="latent"`` (the default of ``WorldOptions``): ``Discrete(num_latent_actions)``,
+    the latent action codes. ``action_type="real"``: the real game's space (``Discrete(n)`` or ``Box``), mapped through the
     bundle's binding when the dynamics was trained on latent codes.
 
     ## Observation Space
 
-    ``obs_type="pixels"``: ``Box(0, 255, (H, W, 3), uint8)``, the decoded frame.
+    ``obs_type="pixels"`` (default): ``Box(0, 255, (H, W, 3), uint8)``, the decoded frame.
     ``obs_type="latents"``: ``Box(-inf, inf, (c, h, w), float32)``, normalised latents (no decoder
     call per step: the cheap choice for agents).
 
@@ -136,11 +141,14 @@ class WorldModelEnv(gym.Env):
 
     ## Arguments
 
-    ``bundle`` (path or loaded ``Bundle``), ``obs_type``, ``action_type``, ``max_episode_steps``,
-    ``sampler_steps`` (Euler steps per frame), ``context_noise``, ``cfg_scale``, ``termination``
-    (``threshold`` | ``sample``), ``termination_scale``, ``precision`` (``float32`` |
-    ``bfloat16`` | ``float16``: the networks and cache; bf16 about halves a CPU step on CPUs
-    with bf16 instructions), ``device``,
+    ``bundle`` (path or loaded ``Bundle``); ``options``: how the world runs, a
+    :class:`~worldsim.world_options.WorldOptions` (``obs_type``, ``action_type``,
+    ``sampler_steps``, ``context_noise``, ``cfg_scale``, ``termination`` (``threshold`` |
+    ``sample``), ``termination_scale``, ``precision`` (``float32`` | ``bfloat16`` | ``float16``:
+    the networks and cache; bf16 about halves a CPU step on CPUs with bf16 instructions),
+    ``device``, ...; default ``WorldOptions()``). Its fields may also be given one by one as
+    keyword arguments, as ``gymnasium.make`` passes them (``gym.make(ENV_ID, bundle=PATH,
+    obs_type="latents")``); each replaces that field of ``options``. ``max_episode_steps``,
     ``render_mode`` (``rgb_array`` or ``human``: a pygame window), ``render_scale`` (human).
     ``reset(options={"context": ...})`` takes any context ``Simulator.reset`` accepts.
     ``info["uncertainty"]``: the Simulator's per-step uncertainty figure.
@@ -156,41 +164,23 @@ class WorldModelEnv(gym.Env):
         self,
         bundle: str | os.PathLike | Bundle | None = None,
         *,
-        obs_type: str = "pixels",
-        action_type: str = "latent",
+        options: WorldOptions | None = None,
         max_episode_steps: int | None = None,
-        sampler_steps: int = 4,
-        context_noise: float = 0.1,
-        cfg_scale: float = 1.0,
-        termination: str = "threshold",
-        termination_scale: float = 1.0,
-        precision: str = "float32",
-        device: str = "cpu",
         render_mode: str | None = None,
         render_scale: int = 8,
+        **fields: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
-        self.sim = _make_simulator(
-            bundle,
-            1,
-            obs_type,
-            action_type,
-            device=device,
-            sampler_steps=sampler_steps,
-            context_noise=context_noise,
-            cfg_scale=cfg_scale,
-            termination=termination,
-            termination_scale=termination_scale,
-            precision=precision,
-        )
-        self.obs_type, self.action_type = obs_type, action_type
+        self.options = _options(options, fields)
+        self.sim = _make_simulator(bundle, self.options, 1)
+        self.obs_type, self.action_type = self.options.obs_type, self.options.action_type
         self.max_episode_steps = max_episode_steps
         self.render_mode, self.render_scale = render_mode, render_scale
         self.metadata = {**self.metadata, "render_fps": self.sim.bundle.fps}
-        self.observation_space, self.action_space = _spaces(self.sim, obs_type, action_type)
+        self.observation_space, self.action_space = _spaces(self.sim)
         self._window = None
         self._steps = 0
         self._needs_reset = True
@@ -283,18 +273,11 @@ class WorldModelVectorEnv(VectorEnv):
         num_envs: int = 1,
         bundle: str | os.PathLike | Bundle | None = None,
         *,
-        obs_type: str = "pixels",
-        action_type: str = "latent",
+        options: WorldOptions | None = None,
         max_episode_steps: int | None = None,
-        sampler_steps: int = 4,
-        context_noise: float = 0.1,
-        cfg_scale: float = 1.0,
-        termination: str = "threshold",
-        termination_scale: float = 1.0,
-        precision: str = "float32",
-        device: str = "cpu",
         render_mode: str | None = None,
         return_torch: bool = False,
+        **fields: Any,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -302,29 +285,17 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(
                 f"WorldModelVectorEnv render_mode must be 'rgb_array' or None, got {render_mode!r}"
             )
-        self.sim = _make_simulator(
-            bundle,
-            num_envs,
-            obs_type,
-            action_type,
-            device=device,
-            sampler_steps=sampler_steps,
-            context_noise=context_noise,
-            cfg_scale=cfg_scale,
-            termination=termination,
-            termination_scale=termination_scale,
-            precision=precision,
-        )
-        self.num_envs, self.obs_type, self.action_type = num_envs, obs_type, action_type
+        self.options = _options(options, fields)
+        self.sim = _make_simulator(bundle, self.options, num_envs)
+        self.num_envs = num_envs
+        self.obs_type, self.action_type = self.options.obs_type, self.options.action_type
         self.max_episode_steps, self.render_mode, self.return_torch = (
             max_episode_steps,
             render_mode,
             return_torch,
         )
         self.metadata = {**self.metadata, "render_fps": self.sim.bundle.fps}
-        self.single_observation_space, self.single_action_space = _spaces(
-            self.sim, obs_type, action_type
-        )
+        self.single_observation_space, self.single_action_space = _spaces(self.sim)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         dev = self.sim.device

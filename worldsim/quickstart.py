@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from worldsim.cli import run_command
-from worldsim.config import ConfigError
+from worldsim.config import ConfigError, world_options
 from worldsim.data.atomic import atomic_write_json
 from worldsim.weights import load_network
 
@@ -65,7 +65,7 @@ def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> Dic
     train_cfg = OmegaConf.create({
         "stage": stage, "run_dir": str(run_dir), "resume": (run_dir / "checkpoints" / "last.ckpt").exists(),
         "seed": int(cfg.seed), "encode_cache": True, "actions": cfg.actions, "readout": cfg.readout, "heads": cfg.heads,
-        "ema_decay": cfg.ema_decay, "sampler_steps": cfg.sampler_steps, "self_forcing": cfg.self_forcing,
+        "ema_decay": cfg.ema_decay, "world": OmegaConf.to_container(cfg.world, resolve=True), "self_forcing": cfg.self_forcing,
         "data": data, "trainer": trainer,
         **{k: OmegaConf.to_container(cfg[k]) for k in ("env", "autoencoder", "lam", "dynamics")},
     })
@@ -247,7 +247,7 @@ def run(cfg: DictConfig) -> dict:
         from worldsim.rollout import generate, policy_actions, write_rollout
         from worldsim.simulator import load_simulator
 
-        sim = load_simulator(bundle_dir, sampler_steps=int(cfg.sampler_steps), seed=int(cfg.seed))
+        sim = load_simulator(bundle_dir, world_options(cfg))
         rng = np.random.default_rng(int(cfg.seed))
         acts = policy_actions("sticky", sim.num_actions(), 64, 4, stickiness=0.8, rng=rng)
         write_rollout(generate(sim, acts), rollout_path, fps=15, scale=4, grid=True)
@@ -256,7 +256,7 @@ def run(cfg: DictConfig) -> dict:
     if not strip_path.exists():
         from worldsim.simulator import load_simulator
 
-        sim = load_simulator(bundle_dir, sampler_steps=int(cfg.sampler_steps), seed=int(cfg.seed))
+        sim = load_simulator(bundle_dir, world_options(cfg))
         write_strip(sim, store, latents, strip_path, val_episodes=int(cfg.data.val_episodes))
     console.print(f"real vs model: {strip_path}")
     atomic_write_json(metrics_path, metrics)

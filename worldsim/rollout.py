@@ -5,7 +5,7 @@
 All worlds step in one batched Simulator call per frame. ``grid=true`` tiles them into one
 video (``worldsim.video.grid``); ``grid=false`` writes one file per world (``video_0.mp4``, ...).
 
-Policies (over latent codes or, with ``action_type=real``, the game's discrete actions):
+Policies (over latent codes or, with ``world.action_type=real``, the game's discrete actions):
 
 - ``random``: a uniform action per world and step;
 - ``sticky``: repeat each world's previous action with probability ``stickiness``, else draw a
@@ -109,33 +109,25 @@ def real_vs_model(
 
 def run(cfg) -> list[Path]:
     """``worldsim rollout``: the composed ``configs/rollout.yaml``."""
-    from worldsim.config import ConfigError, require
+    from worldsim.config import ConfigError, require, world_options
     from worldsim.simulator import load_simulator
 
     if cfg.steps < 1 or cfg.num_worlds < 1:
         raise ConfigError(
             f"rollout: steps and num_worlds must be >= 1, got {cfg.steps}, {cfg.num_worlds}"
         )
-    sim = load_simulator(
-        require(cfg, "bundle"),
-        device=cfg.device,
-        batch=cfg.num_worlds,
-        sampler_steps=cfg.sampler_steps,
-        context_noise=cfg.context_noise,
-        cfg_scale=cfg.cfg_scale,
-        seed=cfg.seed,
-    )
-    n = sim.num_actions(cfg.action_type)
+    sim = load_simulator(require(cfg, "bundle"), world_options(cfg), batch=cfg.num_worlds)
+    n = sim.num_actions()
     if n is None:
         raise ConfigError(
-            f"rollout: action_type={cfg.action_type} is continuous in this bundle; "
-            "use action_type=latent"
+            f"rollout: world.action_type={sim.options.action_type} is continuous in this bundle; "
+            "use world.action_type=latent"
         )
     rng = np.random.default_rng(cfg.seed)
     actions = policy_actions(
         cfg.policy, n, cfg.steps, cfg.num_worlds, stickiness=cfg.stickiness, rng=rng
     )
-    videos = generate(sim, actions, context=cfg.context, action_type=cfg.action_type)
+    videos = generate(sim, actions, context=cfg.context)
     paths = write_rollout(
         videos, cfg.out, fps=cfg.fps or sim.bundle.fps, scale=cfg.scale, grid=cfg.grid
     )

@@ -9,6 +9,9 @@ cache, and reads reward and termination from the dynamics' own readout of the ne
 when asked (``step(..., decode=True)`` or ``render()``), so agents that act on latents never pay
 for the decoder.
 
+How the worlds run (action type, sampler steps, termination rule, precision, device, ...) is one
+:class:`~worldsim.world_options.WorldOptions`, passed whole: ``Simulator(bundle, options)``.
+
 Implementation details:
 
 1. **Rolling window.** The cache keeps the last ``window`` frames (default: the dynamics'
@@ -17,9 +20,10 @@ Implementation details:
 2. **Partial reset.** ``reset(mask=...)`` prefills a copy of the chosen worlds' cache slots and
    writes it back (``KVCache.select`` / ``assign``); the other worlds continue untouched. This
    is what the vector env's auto-reset uses.
-3. **Actions.** ``action_type="latent"`` (default) takes latent action codes, ``"real"`` the
-   game's actions. They are converted to what the dynamics was trained on (the bundle's
-   ``action_source``) through the binding; a real action the binding never saw maps to code 0,
+3. **Actions.** ``WorldOptions.action_type="latent"`` (default) takes latent action codes,
+   ``"real"`` the game's actions (``step(..., action_type=...)`` overrides it for one call).
+   They are converted to what the dynamics was trained on (the bundle's ``action_source``)
+   through the binding; a real action the binding never saw maps to code 0,
    a code never bound maps to real action 0 (NOOP in Atari-style games). When the bundle has
    an action adapter (``worldsim.action_adapter``), a real action becomes the code the adapter
    gives it in the world's current frame instead of the binding's one code per action: the
@@ -36,18 +40,18 @@ Implementation details:
    and the step counters from before each of the last ``H`` steps (a ring of snapshots);
    ``rewind(n)`` restores the state of ``n`` steps ago. Memory: ``H`` cache copies, so keep it
    for the viewer (B=1) and leave it 0 for batched training.
-7. **Termination.** ``termination="threshold"`` (default) ends a world when the head's
+7. **Termination.** ``WorldOptions.termination="threshold"`` (default) ends a world when the head's
    probability exceeds 0.5; ``"sample"`` draws the end from that probability (Bernoulli, the
    Simulator's generator). A head that gives a real death p = 0.3 never ends a thresholded world
    there, while a sampled world ends 30% of the time: agents learn to fear it (docs/agents.md).
    ``termination_scale=k`` multiplies the probability first (capped at 1): pessimism about
    endings, for a model that draws fewer of them than the game has (default 1: the heads' own).
-8. **Precision.** ``dtype`` casts the networks and the cache (e.g. ``torch.bfloat16``; a copy
-   of each network, so the loaded bundle keeps its own). On a CPU with bf16 instructions
+8. **Precision.** ``WorldOptions.precision`` casts the networks and the cache (e.g.
+   ``bfloat16``; a copy of each network, so the loaded bundle keeps its own). On a CPU with bf16 instructions
    (avx512_bf16) a bf16 step of the `medium` model takes 0.55x the float32 one with the same
    imagined returns (docs/agents.md). ``autocast=True`` runs the networks under bf16 autocast on
    CUDA (ignored on CPU).
-9. **Chunks.** ``chunk=k`` runs each cached pass (and the decoder) over at most k worlds at a
+9. **Chunks.** ``WorldOptions.chunk=k`` runs each cached pass (and the decoder) over at most k worlds at a
    time: the same frames (tested against one pass), with every intermediate tensor small enough
    to stay in the CPU's caches and to be reused by the allocator, so a batch of 1,024 worlds
    costs per frame what one of 32 does; with several CPU threads the chunks run side by side,
@@ -61,7 +65,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -77,9 +80,7 @@ from worldsim.data.episode import frames_to_tensor
 from worldsim.flow import default_chunk, sample_next
 from worldsim.nn.attention import KVCache
 from worldsim.start_context import start_context
-
-ACTION_TYPES = ("latent", "real")
-TERMINATIONS = ("threshold", "sample")
+from worldsim.world_options import ACTION_TYPES, WorldOptions
 
 
 @dataclass
@@ -105,74 +106,40 @@ class Simulator:
 
     Args:
         bundle: a loaded :class:`~worldsim.bundle.Bundle` (see ``worldsim.load_simulator``).
-        device, dtype: where and in which precision the networks run.
+        options: how the worlds run (:class:`~worldsim.world_options.WorldOptions`: action type,
+            sampler steps, context noise, guidance, termination rule, precision, device, chunk,
+            window, seed; default ``WorldOptions()``). ``reset(generator=...)`` replaces the
+            generator its ``seed`` made.
         batch: number of worlds B (``reset(batch=...)`` changes it).
-        sampler_steps: Euler steps per frame; context_noise: the level labelling context
-            frames; cfg_scale: classifier-free guidance weight (1 = off); window: cached frames.
-        action_type: what ``step`` takes: ``latent`` codes or the game's ``real`` actions.
-        autocast: bf16 autocast on CUDA. history: snapshots kept for ``rewind``.
-        termination: ``threshold`` (probability > 0.5) or ``sample`` (Bernoulli draw).
-        termination_scale: factor on the termination probability before either (item 7).
-        seed: seed of the Simulator's torch generator (``reset(generator=...)`` replaces it).
+        history: snapshots kept for ``rewind``.
     """
 
     def __init__(
         self,
         bundle: Bundle,
+        options: WorldOptions | None = None,
         *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | None = None,
         batch: int = 1,
-        sampler_steps: int = 4,
-        context_noise: float = 0.1,
-        cfg_scale: float = 1.0,
-        window: int | None = None,
-        action_type: str = "latent",
-        autocast: bool = False,
         history: int = 0,
-        seed: int | None = None,
-        termination: str = "threshold",
-        termination_scale: float = 1.0,
-        chunk: int | None = None,
     ) -> None:
-        if termination not in TERMINATIONS:
-            raise ValueError(
-                f"Simulator: termination must be one of {TERMINATIONS}, got {termination!r}"
-            )
-        if not (math.isfinite(termination_scale) and termination_scale > 0):
-            raise ValueError(
-                f"Simulator: termination_scale must be a finite number > 0, got {termination_scale!r}"
-            )
-        if action_type not in ACTION_TYPES:
-            raise ValueError(
-                f"Simulator: action_type must be one of {ACTION_TYPES}, got {action_type!r}"
-            )
-        if sampler_steps < 1 or batch < 1 or history < 0:
-            raise ValueError(
-                f"Simulator: need sampler_steps >= 1, batch >= 1, history >= 0; got "
-                f"{sampler_steps}, {batch}, {history}"
-            )
+        options = options if options is not None else WorldOptions()
+        if not isinstance(options, WorldOptions):
+            raise TypeError(f"Simulator: options must be a WorldOptions, got {type(options).__name__}")
+        if batch < 1 or history < 0:
+            raise ValueError(f"Simulator: need batch >= 1 and history >= 0; got {batch}, {history}")
         self.bundle = bundle
-        self.device = torch.device(device)
-        self.dtype = dtype or torch.float32
+        self.options = options
+        self.device = torch.device(options.device)
+        self.dtype = options.dtype
         self.autoencoder = self._place(bundle.autoencoder)
         self.dynamics = self._place(bundle.dynamics)
         self.heads = self._place(bundle.heads)
         self.lam = self._place(bundle.lam)
         self.adapter = self._place(bundle.action_adapter)
-        self.sampler_steps, self.context_noise, self.cfg_scale = (
-            sampler_steps,
-            context_noise,
-            cfg_scale,
-        )
-        self.window = window or self.dynamics.cfg.context_window
-        self.action_type = action_type
-        self.termination, self.termination_scale = termination, float(termination_scale)
-        self.autocast = autocast
-        if chunk is not None and chunk < 1:
-            raise ValueError(f"Simulator: chunk must be >= 1 worlds (or None), got {chunk}")
-        self.chunk = chunk if chunk is not None else default_chunk(self.device)
+        self.window = options.window or self.dynamics.cfg.context_window
+        self.chunk = options.chunk if options.chunk is not None else default_chunk(self.device)
         self.generator = torch.Generator(self.device)
+        seed = options.seed
         self.generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
         c = self.dynamics.cfg.latent_channels
         self._mean = bundle.latent_mean.to(self.device).view(1, c, 1, 1)
@@ -212,7 +179,7 @@ class Simulator:
 
     def num_actions(self, action_type: str | None = None) -> int | None:
         """Number of discrete actions of a kind (``None`` for a continuous real space)."""
-        kind = action_type or self.action_type
+        kind = action_type or self.options.action_type
         if kind == "latent":
             return self.bundle.num_latent_actions
         space = self.bundle.action_space or {}
@@ -238,7 +205,7 @@ class Simulator:
         self._history.clear()
 
     def _amp(self):
-        if self.autocast and self.device.type == "cuda":
+        if self.options.autocast and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -331,7 +298,7 @@ class Simulator:
         """Convert actions of a kind (``[b]`` ints, or ``[b, a]`` continuous real ones) into the
         form the dynamics is conditioned on (see the module docstring, item 3). ``latents``
         ``[b, c, h, w]``: the frames the actions are taken in, for the action adapter."""
-        kind = action_type or self.action_type
+        kind = action_type or self.options.action_type
         if kind not in ACTION_TYPES:
             raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {kind!r}")
         b = self.batch if batch is None else batch
@@ -428,10 +395,10 @@ class Simulator:
         ctx_actions = self._context_actions(z, acts, kind)
         with self._amp():
             if m == b:
-                self.dynamics.prefill(self.cache, z, ctx_actions, self.context_noise)
+                self.dynamics.prefill(self.cache, z, ctx_actions, self.options.context_noise)
             else:
                 sub = self.cache.select(idx)
-                self.dynamics.prefill(sub, z, ctx_actions, self.context_noise)
+                self.dynamics.prefill(sub, z, ctx_actions, self.options.context_noise)
                 self.cache.assign(idx, sub)
         self._z = self._z.index_copy(0, idx, z[:, -1])  # out of place: results stay valid
         self._t = self._t.index_fill(0, idx, 0)
@@ -487,9 +454,9 @@ class Simulator:
                 None,
                 None,
                 a,
-                steps=self.sampler_steps,
-                context_noise=self.context_noise,
-                cfg_scale=self.cfg_scale,
+                steps=self.options.sampler_steps,
+                context_noise=self.options.context_noise,
+                cfg_scale=self.options.cfg_scale,
                 cache=self.cache,
                 generator=self.generator,
                 chunk=self.chunk,
@@ -503,9 +470,9 @@ class Simulator:
             if out is not None:
                 reward = out["reward"].float()
                 p = out["termination_prob"]
-                if self.termination_scale != 1.0:
-                    p = (p * self.termination_scale).clamp(max=1.0)
-                if self.termination == "sample":
+                if self.options.termination_scale != 1.0:
+                    p = (p * self.options.termination_scale).clamp(max=1.0)
+                if self.options.termination == "sample":
                     draw = torch.rand(p.shape, generator=self.generator, device=self.device)
                     terminated = draw < p.float()
                 else:
@@ -521,18 +488,15 @@ class Simulator:
 
 def load_simulator(
     path: str | os.PathLike | Bundle,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
-    **options: Any,
-):
-    """Load a bundle and wrap it in a :class:`Simulator`.
-
-    ``options`` go to the Simulator (``batch``, ``sampler_steps``, ``context_noise``,
-    ``cfg_scale``, ``window``, ``action_type``, ``autocast``, ``history``).
-    """
+    options: WorldOptions | None = None,
+    *,
+    batch: int = 1,
+    history: int = 0,
+) -> Simulator:
+    """Load a bundle (a directory, or an already loaded :class:`Bundle`) and wrap it in a
+    :class:`Simulator` run with ``options`` (default ``WorldOptions()``)."""
     bundle = path if isinstance(path, Bundle) else load_bundle(path)
-    return Simulator(bundle, device=device, dtype=dtype, **options)
+    return Simulator(bundle, options, batch=batch, history=history)
 
 
-
-__all__ = ["ACTION_TYPES", "TERMINATIONS", "Simulator", "StepResult", "load_simulator"]
+__all__ = ["Simulator", "StepResult", "load_simulator"]

@@ -381,18 +381,10 @@ def load_episode(spec: str) -> Episode:
 
 def run(cfg) -> dict[str, Any]:
     """``worldsim play``: the composed ``configs/play.yaml``."""
-    from worldsim.config import require
+    from worldsim.config import require, world_options
     from worldsim.simulator import load_simulator
 
-    sim = load_simulator(
-        require(cfg, "bundle"),
-        device=cfg.device,
-        sampler_steps=cfg.sampler_steps,
-        context_noise=cfg.context_noise,
-        cfg_scale=cfg.cfg_scale,
-        history=cfg.history,
-        seed=cfg.seed,
-    )
+    sim = load_simulator(require(cfg, "bundle"), world_options(cfg), history=cfg.history)
     episode = load_episode(str(cfg.episode)) if cfg.episode else None
     viewer = Viewer(
         sim, scale=cfg.scale, fps=cfg.fps, episode=episode, record_dir=cfg.record_dir, seed=cfg.seed

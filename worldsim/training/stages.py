@@ -272,7 +272,7 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
                                 labels=labels) if val_ids else None
     module = DynamicsModule(net, optim_config(cfg.trainer), actions=mode, heads=heads, decoder=ae,
                             latent_mean=latents.mean, latent_std=latents.std, ema_decay=float(cfg.ema_decay),
-                            sample_steps=int(cfg.sampler_steps), loss_kwargs={"self_forcing": float(cfg.self_forcing)})
+                            sample_steps=int(cfg.world.sampler_steps), loss_kwargs={"self_forcing": float(cfg.self_forcing)})
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
         from worldsim.data import EpisodeStore
@@ -290,7 +290,7 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
             # left the (unregistered) decoder on the GPU: put both where the module is.
             ae.to(module.device)
             store = EpisodeStore(cfg.data.store, create=False)
-            summary.update(rollout_metrics(ae, ema, latents, store, val_ids, actions=mode, steps=int(cfg.sampler_steps),
+            summary.update(rollout_metrics(ae, ema, latents, store, val_ids, actions=mode, steps=int(cfg.world.sampler_steps),
                                            num_codes=dyn_cfg.num_actions, device=module.device))
             if module.heads is not None:
                 summary.update(heads_metrics(module.heads.eval(), latents, val_ids, actions=mode, device=module.device))
