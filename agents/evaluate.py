@@ -145,7 +145,7 @@ def compare_in_real_game(
     if bundle is None:
         raise ValueError(f"{checkpoint}: the checkpoint names no bundle; pass bundle=PATH")
     obs_type = model.cfg.obs_type
-    action_type = meta.get("action_type", "latent")
+    action_type = meta.get("action_type", "latent")  # checkpoints older than real-action agents: latent
     real = action_type == "real"
     source = RealGameSource(
         bundle, episodes, env_id=env_id, obs_type=obs_type, env_kwargs=env_kwargs

@@ -34,10 +34,11 @@ import torch
 from agents.actor_critic import ActorCritic
 from agents.imagination import agent_config
 from agents.trainer import ActorCriticTrainer, TrainConfig
+from worldsim.actions import ACTION_TYPES
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.data.clips import resize_frames
 from worldsim.simulator import Simulator
-from worldsim.world_options import ACTION_TYPES, OBS_TYPES, WorldOptions
+from worldsim.world_options import OBS_TYPES, WorldOptions
 
 
 def resolve_game(bundle: Bundle, env_id: str | None) -> str:

@@ -49,9 +49,10 @@ from agents.evaluate import compare_in_real_game, summarize
 from agents.imagination import train_in_imagination
 from agents.plan_eval import evaluate_planner
 from agents.trainer import TrainConfig
+from worldsim.actions import ACTION_TYPES
 from worldsim.data.atomic import atomic_write_json
 from worldsim.testing import untrained_bundle
-from worldsim.world_options import ACTION_TYPES, PRECISIONS, preset
+from worldsim.world_options import PRECISIONS, preset
 
 RETURNS = ("imagination_return", "real_return", "random_return", "sample_matched_return")
 HORIZONS = ("1", "2", "4", "8", "16")

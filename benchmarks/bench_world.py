@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from worldsim.actions import trained_source
 from worldsim.data import EpisodeStore
 from worldsim.data.atomic import atomic_write_json
 from worldsim.data.latent_store import LatentStore
@@ -55,7 +56,7 @@ def score_run(run: Path, *, windows: int, steps: int, pool_windows: int, pool_st
     latents_dir = run / "autoencoder" / "latents"
     ae = _network(run / "autoencoder" / "model", "autoencoder")
     dyn = _network(run / "dynamics" / "model", "dynamics")
-    actions = read_meta(run / "dynamics" / "model", "dynamics")["extra"].get("actions", "latent")
+    actions = trained_source(read_meta(run / "dynamics" / "model", "dynamics"))
     config = yaml.safe_load((run / "dynamics" / "config.yaml").read_text())
     latents = LatentStore(latents_dir)
     store = EpisodeStore(run / "data", create=False)
@@ -72,10 +73,10 @@ def score_run(run: Path, *, windows: int, steps: int, pool_windows: int, pool_st
         "self_forcing": config.get("self_forcing", 0.0),
     }
     t0 = time.perf_counter()
-    out["rollout"] = rollout_metrics(ae, dyn, latents, store, val, actions=actions, steps=steps,
+    out["rollout"] = rollout_metrics(ae, dyn, latents, store, val, action_source=actions, steps=steps,
                                      num_windows=windows, num_codes=dyn.cfg.num_actions, seed=seed)
     if getattr(dyn, "readout", None) is not None:
-        pool = build_pool(dyn, latents, val, windows=pool_windows, context=2, horizon=8, actions=actions,
+        pool = build_pool(dyn, latents, val, windows=pool_windows, context=2, horizon=8, action_source=actions,
                           sampler_steps=pool_steps, seed=seed + 1, progress=False)
         out["readout"] = {"generated": readout_scores(pool), "real": readout_scores(pool, dyn)}
     out["score_seconds"] = time.perf_counter() - t0

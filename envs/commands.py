@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from worldsim.actions import POLICIES
 from worldsim.config import ConfigError, typed
 
 
@@ -23,7 +24,7 @@ def resolve_env_id(env_cfg: DictConfig) -> str:
 
 def resolve_policy(name: str):
     """``random``, ``sticky``, or ``package.module:function`` for a callable policy."""
-    if name in ("random", "sticky"):
+    if name in POLICIES:
         return name
     module, sep, attr = name.partition(":")
     if not sep:

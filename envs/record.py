@@ -34,11 +34,11 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.adapters import make_env
+from worldsim.actions import POLICIES
 from worldsim.config import InputError
 from worldsim.data import Episode, EpisodeStore
 
 PolicyFn = Callable[[np.ndarray, np.random.Generator], Any]
-POLICIES = ("random", "sticky")
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -364,4 +364,4 @@ class _ProgressBar:
         self._progress.stop()
 
 
-__all__ = ["POLICIES", "action_space_json", "episode_seed", "record"]
+__all__ = ["action_space_json", "episode_seed", "record"]

@@ -37,7 +37,7 @@ def test_round_trip_restores_weights_stats_and_meta(bundle_dir):
     for (name, p), q in zip(ae.state_dict().items(), b.autoencoder.state_dict().values()):
         assert torch.equal(p, q), name
     doc = json.loads((bundle_dir / "bundle.json").read_text())
-    assert doc["format_version"] == 1 and set(doc["networks"]) == {
+    assert doc["format_version"] == 2 and set(doc["networks"]) == {
         "autoencoder",
         "dynamics",
         "heads",
@@ -99,7 +99,7 @@ def test_unsupported_format_version_lists_supported(tmp_path, bundle_dir):
     doc = json.loads((copy / "bundle.json").read_text())
     doc["format_version"] = 99
     (copy / "bundle.json").write_text(json.dumps(doc))
-    with pytest.raises(BundleError, match=r"99.*versions \[1\]"):
+    with pytest.raises(BundleError, match=r"99.*versions \[1, 2\]"):
         load_bundle(copy)
 
 

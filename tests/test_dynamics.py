@@ -35,12 +35,12 @@ def test_fresh_block_is_identity_and_fresh_model_predicts_zero():
 
 
 @pytest.mark.parametrize("attention", ["factorized", "block_causal"])
-@pytest.mark.parametrize("action_type", ["discrete", "continuous", "both"])
-def test_forward_shapes_all_modes(attention, action_type):
-    model = build_dynamics("tiny", attention=attention, action_type=action_type, action_dim=3)
+@pytest.mark.parametrize("action_embedding", ["discrete", "continuous", "both"])
+def test_forward_shapes_all_modes(attention, action_embedding):
+    model = build_dynamics("tiny", attention=attention, action_embedding=action_embedding, action_dim=3)
     _perturbed(model)
     z = torch.randn(2, 4, 4, 8, 8)
-    v = model(z, torch.rand(2, 4), _actions(action_type, 2, 3), step_size=torch.rand(2, 4))
+    v = model(z, torch.rand(2, 4), _actions(action_embedding, 2, 3), step_size=torch.rand(2, 4))
     assert v.shape == z.shape and torch.isfinite(v).all()
     v_null = model(z, torch.rand(2, 4), None)  # all-null actions (CFG's unconditional branch)
     assert v_null.shape == z.shape

@@ -22,7 +22,7 @@ def test_rollout_metrics_horizons_and_copy_last_baselines(tiny_store, tmp_path):
     net = build_dynamics("tiny", latent_channels=c, latent_height=h, latent_width=w,
                          num_actions=5).eval()
     episodes = list(range(len(latents)))
-    out = rollout_metrics(ae, net, latents, store, episodes, actions="real", horizons=(1, 2, 4),
+    out = rollout_metrics(ae, net, latents, store, episodes, action_source="real", horizons=(1, 2, 4),
                           context=2, num_windows=8, steps=1)
     for key in ("rollout_psnr", "random_psnr", "copy_last_psnr", "copy_last_decoded_psnr"):
         assert list(out[key]) == ["1", "2", "4"], key

@@ -145,7 +145,7 @@ def test_classifier_free_guidance_path():
 
 
 def test_rollout_continuous_actions_shape_and_effect():
-    net = build_dynamics("tiny", action_type="continuous", action_dim=2)
+    net = build_dynamics("tiny", action_embedding="continuous", action_dim=2)
     torch.manual_seed(0)
     with torch.no_grad():  # a fresh net is the identity (zero-init): make the action reach the output
         for p in net.parameters():

@@ -46,7 +46,7 @@ def test_bad_inputs_raise():
 def test_heads_learn_a_sparse_reward_and_termination():
     """Reward +1 when action 1 is taken and the next latent is bright; terminate when it is dark."""
     torch.manual_seed(0)
-    heads = build_heads("tiny", action_type="discrete", num_actions=4)
+    heads = build_heads("tiny", action_embedding="discrete", num_actions=4)
     opt = torch.optim.Adam(heads.parameters(), lr=3e-3)
 
     def batch(n):

@@ -74,8 +74,8 @@ def test_pool_refuses_data_without_rewards_and_unknown_actions():
     dyn = build_dynamics("tiny")
     with pytest.raises(ValueError, match="have no rewards"):
         build_pool(dyn, FakeLatents(rewards=False), [0], windows=2, progress=False)
-    with pytest.raises(ValueError, match="actions must be one of"):
-        build_pool(dyn, FakeLatents(), [0], windows=2, actions="keys", progress=False)
+    with pytest.raises(ValueError, match="action_source must be one of"):
+        build_pool(dyn, FakeLatents(), [0], windows=2, action_source="keys", progress=False)
 
 
 def _bright_pool(n: int, seed: int) -> RolloutPool:

@@ -78,7 +78,7 @@ def test_action_embedder_alignment_and_errors():
     assert both((torch.tensor([1, 2]), torch.randn(2, 2))).shape == (2, 8)
     with pytest.raises(ValueError, match="tuple"):
         both(torch.tensor([1]))
-    with pytest.raises(ValueError, match="action_type"):
+    with pytest.raises(ValueError, match="action_embedding"):
         ActionEmbedder(8, "joystick", 3)
 
 

@@ -163,7 +163,7 @@ def test_agents_experiment_is_the_cpu_world_recipe(tmp_path):
     from worldsim.quickstart import _stage_config
 
     cfg = compose("quickstart", ["experiment=agents"])
-    assert cfg.episodes == 1200 and cfg.data.val_episodes == 24 and cfg.actions == "auto"
+    assert cfg.episodes == 1200 and cfg.data.val_episodes == 24 and cfg.action_source == "auto"
     stage = _stage_config(cfg, "dynamics", tmp_path / "dynamics", {"store": "s", "latents": "l"})
     assert stage.dynamics.name == "cpu" and stage.trainer.accelerator == "cpu"
     assert (stage.data.batch_size, stage.data.clip_len, stage.trainer.max_minutes) == (64, 12, 62)
@@ -173,7 +173,7 @@ def test_agents_experiment_is_the_cpu_world_recipe(tmp_path):
 
 
 class _Latents:
-    """A latent store's answer to "does episode i have real actions", for actions=auto."""
+    """A latent store's answer to "does episode i have real actions", for action_source=auto."""
 
     def __init__(self, with_actions: list[bool]):
         self.with_actions = with_actions

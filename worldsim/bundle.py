@@ -4,8 +4,8 @@ Layout (every file is written into a temporary sibling directory that is renamed
 the end, so a half-written bundle never exists under the final name)::
 
     bundle.json           format version, worldsim version, each network's config, the action
-                          setup (action_source, num_latent_actions, the game's action space),
-                          frame size, fps, source game id
+                          setup (``action_setup``: source, num_codes, the game's action space;
+                          ``worldsim.actions.ActionSetup``), frame size, fps, source game id
     autoencoder.{json,safetensors}   frame autoencoder (``worldsim.weights`` format)
     dynamics.{json,safetensors}      spatiotemporal DiT
     heads.{json,safetensors}         reward / termination heads (optional)
@@ -19,10 +19,13 @@ the end, so a half-written bundle never exists under the final name)::
                           dynamics is conditioned on; for ``action_source="both"`` two arrays
                           ``actions_codes`` and ``actions_vectors``)
 
-**Action setup.** ``action_source`` says what the dynamics was trained on: ``latent`` (codes of
-the latent action model), ``real`` (the game's own actions) or ``both`` (a tuple of a latent
-code and the real action as a vector, one-hot for a discrete game). The Simulator converts
-between the two kinds through the binding (see ``worldsim.simulator``).
+**Action setup.** ``Bundle.actions`` (:class:`~worldsim.actions.ActionSetup`) says what the
+dynamics was trained on (its ``source``: ``latent`` codes of the latent action model, ``real``
+actions of the game, or ``both``), how many codes there are, the game's action space, the
+binding and whether there is an action adapter; it converts a caller's actions into the
+dynamics' form and checks the saved networks against itself. Format 1 bundles keep it as the
+top-level ``action_source``, ``num_latent_actions`` and ``action_space`` of ``bundle.json``,
+and their networks' field ``action_type`` (now ``action_embedding``); both are read.
 
 einops legend: n contexts, k context frames, H W frame size, c latent channels.
 """
@@ -42,20 +45,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
+from worldsim.action_adapter import ActionAdapter
+from worldsim.actions import ActionSetup
 from worldsim.autoencoder import Autoencoder
 from worldsim.binding import ActionBinding
 from worldsim.context_file import read_contexts
-from worldsim.dynamics import DynamicsConfig, DynamicsModel
+from worldsim.dynamics import DynamicsModel
 from worldsim.heads import RewardTerminationHeads
 from worldsim.latent_action import LatentActionModel
 from worldsim.networks import NETWORKS, network_builder
 from worldsim.version import __version__
 from worldsim.weights import WeightsError, build_and_load, save_weights
 
-BUNDLE_FORMAT = 1
-SUPPORTED_FORMATS = (1,)
-ACTION_SOURCES = ("latent", "real", "both")
+BUNDLE_FORMAT = 2
+SUPPORTED_FORMATS = (1, 2)  # 1: the action setup as top-level keys, networks' action_type
 META_KEYS = ("action_source", "action_space", "fps", "game", "num_latent_actions")
 
 
@@ -77,21 +80,32 @@ class Bundle:
     heads: RewardTerminationHeads | None = None
     lam: LatentActionModel | None = None
     binding: ActionBinding | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # META_KEYS (what save_bundle takes)
     action_adapter: ActionAdapter | None = None
+    actions: ActionSetup | None = None  # None: built from meta, binding and adapter
+
+    def __post_init__(self) -> None:
+        if self.actions is None:
+            self.actions = ActionSetup(
+                self.meta.get("action_source", "latent"),
+                self.meta.get("num_latent_actions"),
+                self.meta.get("action_space"),
+                self.binding,
+                self.action_adapter is not None,
+            )
 
     @property
     def action_source(self) -> str:
-        return self.meta["action_source"]
+        return self.actions.source
 
     @property
     def action_space(self) -> dict[str, Any] | None:
         """The real game's action space JSON (``{"type": "discrete", "n": ..}`` or box), or None."""
-        return self.meta.get("action_space")
+        return self.actions.space
 
     @property
     def num_latent_actions(self) -> int | None:
-        return self.meta.get("num_latent_actions")
+        return self.actions.num_codes
 
     @property
     def fps(self) -> float:
@@ -108,24 +122,6 @@ def _config_of(name: str, net: nn.Module) -> Any:
     if not dataclasses.is_dataclass(cfg):
         raise BundleError(f"save_bundle: {name} ({type(net).__name__}) has no dataclass config")
     return cfg
-
-
-def _check_adapter(cfg: ActionAdapterConfig, dyn_cfg, info: dict[str, Any], where: str) -> None:
-    """An action adapter must read the dynamics' latents and map the game's actions to its codes."""
-    space = info.get("action_space") or {}
-    problems = []
-    if (cfg.latent_channels, cfg.latent_height, cfg.latent_width) != (
-        dyn_cfg.latent_channels, dyn_cfg.latent_height, dyn_cfg.latent_width
-    ):
-        problems.append("its latent shape differs from the dynamics'")
-    if info.get("action_source") == "real":
-        problems.append("the dynamics takes real actions (action_source='real'): nothing to adapt")
-    if space.get("type") != "discrete" or int(space.get("n", -1)) != cfg.num_actions:
-        problems.append(f"num_actions={cfg.num_actions} does not match the action space {space or None}")
-    if info.get("num_latent_actions") not in (None, cfg.num_codes):
-        problems.append(f"num_codes={cfg.num_codes} != num_latent_actions={info.get('num_latent_actions')}")
-    if problems:
-        raise BundleError(f"{where}: action_adapter: " + "; ".join(problems))
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -155,10 +151,6 @@ def _infer_meta(meta: dict[str, Any], dynamics, lam, binding) -> dict[str, Any]:
         raise BundleError(f"save_bundle: unknown meta key(s) {unknown}; allowed: {list(META_KEYS)}")
     out = dict(meta)
     source = out.setdefault("action_source", "latent")
-    if source not in ACTION_SOURCES:
-        raise BundleError(
-            f"save_bundle: action_source must be one of {ACTION_SOURCES}, got {source!r}"
-        )
     if out.get("num_latent_actions") is None:
         if lam is not None:
             out["num_latent_actions"] = lam.cfg.num_codes
@@ -174,28 +166,19 @@ def _infer_meta(meta: dict[str, Any], dynamics, lam, binding) -> dict[str, Any]:
     return out
 
 
-def _check_action_setup(
-    meta: dict[str, Any], dyn_cfg: DynamicsConfig, heads_cfg, where: str
-) -> None:
-    """The dynamics (and heads) action conditioning must fit the declared action source."""
-    source, space = meta["action_source"], meta.get("action_space")
-    want = {"latent": ("discrete",), "real": ("discrete", "continuous"), "both": ("both",)}[source]
-    if dyn_cfg.action_type not in want:
-        raise BundleError(
-            f"{where}: action_source={source!r} needs a dynamics action_type in {want}, got "
-            f"{dyn_cfg.action_type!r}"
-        )
-    if source in ("real", "both") and not space:
-        raise BundleError(
-            f"{where}: action_source={source!r} needs the game's action_space in meta"
-        )
-    if heads_cfg is not None:
-        for key in ("action_type", "num_actions", "action_dim"):
-            if getattr(heads_cfg, key) != getattr(dyn_cfg, key):
-                raise BundleError(
-                    f"{where}: heads.{key}={getattr(heads_cfg, key)!r} differs from "
-                    f"dynamics.{key}={getattr(dyn_cfg, key)!r}; both see the same actions"
-                )
+def _action_setup(meta: dict[str, Any], binding, adapter, dyn_cfg, heads_cfg, adapter_cfg,
+                  where: str) -> ActionSetup:
+    """The bundle's action setup, checked against its networks (``BundleError`` naming ``where``)."""
+    try:
+        setup = ActionSetup(meta["action_source"], meta.get("num_latent_actions"),
+                            meta.get("action_space"), binding, adapter)
+        setup.check_networks(dyn_cfg, heads_cfg, where)
+        if adapter_cfg is not None:
+            setup.check_adapter(adapter_cfg, dyn_cfg, where)
+    except ValueError as err:
+        message = str(err)
+        raise BundleError(message if message.startswith(where) else f"{where}: {message}") from err
+    return setup
 
 
 def save_bundle(
@@ -233,9 +216,9 @@ def save_bundle(
             f"{list(mean.shape)} / {list(std.shape)}"
         )
     info = _infer_meta(dict(meta or {}), dynamics, lam, binding)
-    _check_action_setup(info, dynamics.cfg, heads.cfg if heads else None, "save_bundle")
-    if action_adapter is not None:
-        _check_adapter(action_adapter.cfg, dynamics.cfg, info, "save_bundle")
+    setup = _action_setup(info, binding, action_adapter is not None, dynamics.cfg,
+                          heads.cfg if heads else None,
+                          action_adapter.cfg if action_adapter else None, "save_bundle")
     nets = {"autoencoder": autoencoder, "dynamics": dynamics, "heads": heads, "lam": lam,
             "action_adapter": action_adapter}
     doc = {
@@ -247,7 +230,9 @@ def save_bundle(
             if net is not None
         },
         "frame_size": list(frame_size),
-        **info,
+        "action_setup": setup.to_json(),
+        "fps": info["fps"],
+        "game": info["game"],
     }
     arrays = {"frames": frames}
     if context_actions is not None:
@@ -335,16 +320,6 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         if required not in configs:
             raise BundleError(f"bundle {root}: bundle.json lists no {required!r} network")
     nets = {name: _build(root, name, configs) if name in configs else None for name in NETWORKS}
-    meta = {k: doc.get(k) for k in META_KEYS}
-    if meta["action_source"] not in ACTION_SOURCES:
-        raise BundleError(
-            f"bundle {root}: action_source {meta['action_source']!r} not in {ACTION_SOURCES}"
-        )
-    _check_action_setup(
-        meta, nets["dynamics"].cfg, nets["heads"] and nets["heads"].cfg, f"bundle {root}"
-    )
-    if nets["action_adapter"] is not None:
-        _check_adapter(nets["action_adapter"].cfg, nets["dynamics"].cfg, meta, f"bundle {root}")
     stats = _read_json(root / "latent_stats.json")
     c = nets["dynamics"].cfg.latent_channels
     try:
@@ -365,6 +340,15 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             binding = ActionBinding.from_dict(_read_json(root / "binding.json"))
         except ValueError as err:
             raise BundleError(f"bundle {root}: binding.json: {err}") from err
+    where, adapter = f"bundle {root}", nets["action_adapter"]
+    try:
+        saved = ActionSetup.from_json(doc)
+    except ValueError as err:
+        raise BundleError(f"{where}: {err}") from err
+    meta = {"action_source": saved.source, "num_latent_actions": saved.num_codes,
+            "action_space": saved.space, "fps": doc.get("fps"), "game": doc.get("game")}
+    setup = _action_setup(meta, binding, adapter is not None, nets["dynamics"].cfg,
+                            nets["heads"] and nets["heads"].cfg, adapter and adapter.cfg, where)
     ae = nets["autoencoder"]
     try:
         frames, actions = read_contexts(
@@ -384,7 +368,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         lam=nets["lam"],
         binding=binding,
         meta=meta,
-        action_adapter=nets["action_adapter"],
+        action_adapter=adapter,
+        actions=setup,
     )
 
 

@@ -84,6 +84,7 @@ def compose(command: str, overrides: list[str] | None = None) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = _rewrite_env_shortcut(list(overrides or []))
+    _refuse_renamed_keys(command, overrides)
     _store_world_presets()
     root = config_dir()
     if not (root / f"{command}.yaml").is_file():
@@ -103,11 +104,38 @@ def compose(command: str, overrides: list[str] | None = None) -> DictConfig:
             _refuse_added_keys(command, cfg, overrides)
     finally:
         GlobalHydra.instance().clear()
+    _refuse_renamed_keys(command, [], cfg)
     OmegaConf.set_struct(cfg, True)
     return cfg
 
 
 _UNKNOWN_KEY = re.compile(r"^Could not override '([^']+)'")
+
+#: Config keys that were renamed: old dotted key -> new one. Given on the command line or set by
+#: a YAML file, an old key is refused on one line naming the new one (never read under either).
+RENAMED_KEYS: dict[str, str] = {
+    "actions": "action_source",
+    **{key: f"world.{key}" for key in ("sampler_steps", "context_noise", "cfg_scale", "device",
+                                       "action_type")},
+    **{f"agent.{key}": f"world.{key}" for key in ("obs_type", "action_type", "sampler_steps",
+                                                  "context_noise", "termination",
+                                                  "termination_scale", "precision")},
+    "planner.action_type": "world.action_type",
+}
+_ABSENT = object()
+
+
+def _refuse_renamed_keys(command: str, overrides: list[str], cfg: DictConfig | None = None) -> None:
+    """Refuse an old key of ``RENAMED_KEYS`` in ``overrides`` or in the composed ``cfg``."""
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key in RENAMED_KEYS:
+            raise ConfigError(f"worldsim {command}: {key}= was renamed; write "
+                              f"{RENAMED_KEYS[key]}={value or '...'}")
+    for old, new in RENAMED_KEYS.items() if cfg is not None else ():
+        if OmegaConf.select(cfg, old, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
+            raise ConfigError(f"worldsim {command}: a config file sets {old!r}, which was renamed "
+                              f"{new!r}; rename it there")
 
 
 def _store_world_presets() -> None:

@@ -61,7 +61,7 @@ class DynamicsConfig:
     attention: str = "factorized"  # factorized | block_causal
     qk_norm: bool = True
     rope_theta: float = 10000.0
-    action_type: str = "discrete"  # discrete | continuous | both
+    action_embedding: str = "discrete"  # discrete | continuous | both (worldsim/actions.py)
     num_actions: int = 8  # discrete codes (discrete, both)
     action_dim: int = 0  # continuous action width (continuous, both)
     shortcut: bool = True  # condition on the step size d (shortcut models)
@@ -214,7 +214,7 @@ class DynamicsModel(nn.Module):
         self.noise_embed = TimestepEmbedder(cfg.dim)
         self.step_embed = TimestepEmbedder(cfg.dim) if cfg.shortcut else None
         self.action_embed = ActionEmbedder(
-            cfg.dim, cfg.action_type, cfg.num_actions, cfg.action_dim
+            cfg.dim, cfg.action_embedding, cfg.num_actions, cfg.action_dim
         )
         if cfg.attention == "factorized":
             kinds = ["spatial" if i % 2 == 0 else "temporal" for i in range(cfg.depth)]

@@ -58,25 +58,11 @@ def _make_simulator(
 
 def _spaces(sim: Simulator) -> tuple[spaces.Space, spaces.Space]:
     """Single-world observation and action spaces."""
-    obs_type, action_type = sim.options.obs_type, sim.options.action_type
-    if obs_type == "pixels":
+    if sim.options.obs_type == "pixels":
         obs = spaces.Box(0, 255, (*sim.frame_size, 3), np.uint8)
     else:
         obs = spaces.Box(-np.inf, np.inf, sim.latent_shape, np.float32)
-    n = sim.num_actions(action_type)
-    if n is not None:
-        act = spaces.Discrete(n)
-    elif action_type == "real":
-        space = sim.bundle.action_space
-        act = spaces.Box(
-            np.asarray(space["low"], np.float32),
-            np.asarray(space["high"], np.float32),
-            tuple(space["shape"]),
-            np.float32,
-        )
-    else:
-        raise ValueError(f"bundle {sim.bundle.path} has no latent actions; use action_type='real'")
-    return obs, act
+    return obs, sim.bundle.actions.gym_space(sim.options.action_type, f"bundle {sim.bundle.path}")
 
 
 def _as_action(action: Any, space: spaces.Space) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from worldsim import flow
+from worldsim.actions import model_input
 from worldsim.data import frames_to_tensor
 from worldsim.metrics import psnr, ssim
 
@@ -52,7 +53,7 @@ def _real_frames(store, latent_store, episode: int, start: int, stop: int, size:
 
 @torch.no_grad()
 def rollout_metrics(autoencoder, dynamics, latent_store, store, episodes: Sequence[int], *,
-                    actions: str = "latent", label: str = "lam", horizons: Sequence[int] = HORIZONS,
+                    action_source: str = "latent", label: str = "lam", horizons: Sequence[int] = HORIZONS,
                     context: int = 2, num_windows: int = 128, steps: int = 4, num_codes: int | None = None,
                     seed: int = 0, device: str | torch.device = "cpu") -> dict:
     """Rollout figures on held-out ``episodes`` (indices into both stores, which align).
@@ -71,16 +72,16 @@ def rollout_metrics(autoencoder, dynamics, latent_store, store, episodes: Sequen
     z, lam, real, px = [], [], [], []
     for e, s in picks:
         z.append(torch.from_numpy(latent_store.read_latents(e, s, s + window).astype(np.float32)))
-        if actions in ("latent", "both"):
+        if action_source in ("latent", "both"):
             lam.append(torch.from_numpy(latent_store.read_labels(label, e, s, s + window - 1)))
-        if actions in ("real", "both"):
+        if action_source in ("real", "both"):
             real.append(torch.from_numpy(latent_store.read_steps(e, s, s + window - 1)["actions"]))
         px.append(_real_frames(store, latent_store, e, s, s + window, size))
     z = latent_store.normalize(torch.stack(z)).to(device)  # b t c h w
     px = torch.stack(px).to(device)
     lam = torch.stack(lam).long().to(device) if lam else None
     real = torch.stack(real).to(device) if real else None
-    acts = lam if actions == "latent" else real if actions == "real" else (lam, real)
+    acts = model_input(action_source, lam, real)
     mean = latent_store.mean.to(device).view(1, 1, -1, 1, 1)
     std = latent_store.std.to(device).view(1, 1, -1, 1, 1)
 
@@ -131,7 +132,7 @@ def rollout_metrics(autoencoder, dynamics, latent_store, store, episodes: Sequen
 
 
 @torch.no_grad()
-def heads_metrics(heads, latent_store, episodes: Sequence[int], *, actions: str = "latent", label: str = "lam",
+def heads_metrics(heads, latent_store, episodes: Sequence[int], *, action_source: str = "latent", label: str = "lam",
                   device: str | torch.device = "cpu") -> dict:
     """Reward sign accuracy, reward MAE and termination accuracy over every held-out transition."""
     correct_sign = correct_term = total = 0
@@ -141,7 +142,7 @@ def heads_metrics(heads, latent_store, episodes: Sequence[int], *, actions: str 
         steps = latent_store.read_steps(e)
         if "rewards" not in steps:
             return {}
-        a = (latent_store.read_labels(label, e) if actions != "real" else steps["actions"])
+        a = (latent_store.read_labels(label, e) if action_source != "real" else steps["actions"])
         pred = heads.predict(z[:-1], z[1:], torch.as_tensor(a).to(device))
         r = torch.as_tensor(steps["rewards"]).float().to(device)
         term = torch.as_tensor(steps["terminated"]).to(device) if "terminated" in steps else torch.zeros_like(r).bool()

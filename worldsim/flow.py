@@ -40,7 +40,7 @@ from worldsim.nn.adaln import ActionInput
 from worldsim.nn.attention import KVCache
 
 
-# --- action helpers (actions are a tensor or, for action_type='both', a tuple) -------------------
+# --- action helpers (actions are a tensor or, for action_embedding='both', a tuple) --------------
 def map_actions(actions: ActionInput | None, fn) -> ActionInput | None:
     """``fn`` applied to the action tensor, or to each tensor of a ``both`` pair."""
     if actions is None:

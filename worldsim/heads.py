@@ -43,7 +43,7 @@ class HeadsConfig:
     latent_width: int = 8
     channels: int = 64  # conv trunk width
     hidden: int = 128  # MLP width (and action embedding width)
-    action_type: str = "discrete"  # discrete | continuous | both
+    action_embedding: str = "discrete"  # discrete | continuous | both (worldsim/actions.py)
     num_actions: int = 8
     action_dim: int = 0
     reward_mode: str = "twohot"  # twohot | regression
@@ -121,7 +121,7 @@ class RewardTerminationHeads(nn.Module):
             nn.Flatten(),
         )
         self.action_embed = ActionEmbedder(
-            cfg.hidden, cfg.action_type, cfg.num_actions, cfg.action_dim
+            cfg.hidden, cfg.action_embedding, cfg.num_actions, cfg.action_dim
         )
         reward_out = cfg.reward_bins if cfg.reward_mode == "twohot" else 1
         self.mlp = nn.Sequential(

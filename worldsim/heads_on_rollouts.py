@@ -42,11 +42,10 @@ import torch
 from rich.progress import Progress
 
 from worldsim import flow
+from worldsim.actions import ACTION_SOURCES, model_input
 from worldsim.evaluation import sample_windows
 from worldsim.flow import map_actions
 from worldsim.nn.adaln import ActionInput
-
-ACTION_SOURCES = ("latent", "real", "both")
 
 
 @dataclass
@@ -84,15 +83,15 @@ class RolloutPool:
         )
 
 
-def _window_actions(latent_store, e: int, s: int, stop: int, steps: dict, actions: str, label: str):
+def _window_actions(latent_store, e: int, s: int, stop: int, steps: dict, source: str, label: str):
     """The window's actions in the dynamics' form; ``steps`` is the window's ``read_steps``."""
     lam = (
         torch.from_numpy(latent_store.read_labels(label, e, s, stop)).long()
-        if actions in ("latent", "both")
+        if source in ("latent", "both")
         else None
     )
-    real = torch.from_numpy(steps["actions"]) if actions in ("real", "both") else None
-    return lam if actions == "latent" else real if actions == "real" else (lam, real)
+    real = torch.from_numpy(steps["actions"]) if source in ("real", "both") else None
+    return model_input(source, lam, real)
 
 
 def _stack(items: list, join=torch.stack) -> ActionInput:
@@ -111,7 +110,7 @@ def build_pool(
     windows: int = 2048,
     context: int = 2,
     horizon: int = 8,
-    actions: str = "latent",
+    action_source: str = "latent",
     label: str = "lam",
     sampler_steps: int = 2,
     context_noise: float = 0.1,
@@ -124,8 +123,8 @@ def build_pool(
     """Generate ``windows`` clips of ``horizon`` frames from real contexts of ``episodes`` under
     their recorded actions (module docstring, item 1); ``end_fraction`` of them end at terminal
     transitions, with importance weights. The store must hold rewards."""
-    if actions not in ACTION_SOURCES:
-        raise ValueError(f"build_pool: actions must be one of {ACTION_SOURCES}, got {actions!r}")
+    if action_source not in ACTION_SOURCES:
+        raise ValueError(f"build_pool: action_source must be one of {ACTION_SOURCES}, got {action_source!r}")
     if context < 1 or horizon < 1:
         raise ValueError(f"build_pool: context and horizon must be >= 1, got {context}, {horizon}")
     missing = [e for e in episodes if not latent_store.has(e, "rewards")]
@@ -169,7 +168,7 @@ def build_pool(
             )
             z = latent_store.normalize(z).to(device)  # n t c h w
             steps = [latent_store.read_steps(e, s, s + span - 1) for e, s in chunk]
-            a = _stack([_window_actions(latent_store, e, s, s + span - 1, st, actions, label)
+            a = _stack([_window_actions(latent_store, e, s, s + span - 1, st, action_source, label)
                         for (e, s), st in zip(chunk, steps, strict=True)])
             a = map_actions(a, lambda x: x.to(device))
             out = flow.rollout(

@@ -1,6 +1,7 @@
 """The saved networks by name: one table that rebuilds each from its saved config, used by
 training stages' weights (``worldsim.weights.load_network``) and by bundles
-(``worldsim.bundle.load_bundle``) alike."""
+(``worldsim.bundle.load_bundle``) alike. A config saved under an older field name
+(``RENAMED_FIELDS``) is read under the new one."""
 
 from __future__ import annotations
 
@@ -28,11 +29,29 @@ NETWORKS: dict[str, tuple[type[nn.Module], Callable[[dict[str, Any]], Any]]] = {
 }
 
 
+# name -> {old field: new field} of configs saved before a rename (worldsim/actions.py, "Saved names")
+RENAMED_FIELDS: dict[str, dict[str, str]] = {
+    "dynamics": {"action_type": "action_embedding"},
+    "heads": {"action_type": "action_embedding"},
+}
+
+
+def current_fields(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Saved config fields of network ``name`` under today's names (``RENAMED_FIELDS``)."""
+    out = dict(values)
+    for old, new in RENAMED_FIELDS.get(name, {}).items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"{name} config holds both {old!r} and its new name {new!r}")
+            out[new] = out.pop(old)
+    return out
+
+
 def network_config(name: str, values: dict[str, Any]) -> Any:
-    """The config of network ``name`` from its saved fields."""
+    """The config of network ``name`` from its saved fields (old names read as new ones)."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; allowed: {list(NETWORKS)}")
-    return NETWORKS[name][1](values)
+    return NETWORKS[name][1](current_fields(name, values))
 
 
 def network_builder(name: str, values: dict[str, Any]) -> Callable[[], nn.Module]:
@@ -42,4 +61,4 @@ def network_builder(name: str, values: dict[str, Any]) -> Callable[[], nn.Module
     return lambda: cls(cfg)
 
 
-__all__ = ["NETWORKS", "network_builder", "network_config"]
+__all__ = ["NETWORKS", "RENAMED_FIELDS", "current_fields", "network_builder", "network_config"]

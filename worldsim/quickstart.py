@@ -39,10 +39,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from worldsim.actions import trained_source
 from worldsim.cli import run_command
 from worldsim.config import ConfigError, world_options
 from worldsim.data.atomic import atomic_write_json
-from worldsim.weights import load_network
+from worldsim.weights import load_network, read_meta
 
 console = Console()
 UNTIL = ("collect", "autoencoder", "lam", "dynamics", "heads")  # steps ``until=`` may stop after
@@ -64,7 +65,7 @@ def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> Dic
     trainer["progress"] = bool(cfg.progress)
     train_cfg = OmegaConf.create({
         "stage": stage, "run_dir": str(run_dir), "resume": (run_dir / "checkpoints" / "last.ckpt").exists(),
-        "seed": int(cfg.seed), "encode_cache": True, "actions": cfg.actions, "readout": cfg.readout, "heads": cfg.heads,
+        "seed": int(cfg.seed), "encode_cache": True, "action_source": cfg.action_source, "readout": cfg.readout, "heads": cfg.heads,
         "ema_decay": cfg.ema_decay, "world": OmegaConf.to_container(cfg.world, resolve=True), "self_forcing": cfg.self_forcing,
         "data": data, "trainer": trainer,
         **{k: OmegaConf.to_container(cfg[k]) for k in ("env", "autoencoder", "lam", "dynamics")},
@@ -371,7 +372,7 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     from worldsim.data.latent_store import LatentStore
     from worldsim.heads_on_rollouts import build_pool, event_scores, fit_heads, readout_scores
     from worldsim.training.stages import split_episodes
-    from worldsim.weights import read_meta, save_weights
+    from worldsim.weights import save_weights
 
     run_dir, dyn_dir = out / "heads", out / "dynamics" / "model"
     hr = cfg.heads_rollouts
@@ -392,13 +393,13 @@ def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
     device = step_device(cfg)
     latents = LatentStore(latents_dir)
     dynamics, heads = load_network(dyn_dir, "dynamics").to(device), load_network(dyn_dir, "heads").to(device)
-    actions = read_meta(dyn_dir, "dynamics")["extra"].get("actions", "latent")
+    source = trained_source(read_meta(dyn_dir, "dynamics"))
     train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
-    common = dict(context=int(hr.context), horizon=int(hr.horizon), actions=actions,
+    common = dict(context=int(hr.context), horizon=int(hr.horizon), action_source=source,
                   sampler_steps=int(hr.sampler_steps), device=device, progress=bool(cfg.progress))
     val = (build_pool(dynamics, latents, val_ids, windows=int(hr.val_windows), seed=int(cfg.seed) + 1, **common)
            if val_ids else None)
-    summary: dict = {"actions": actions, **{k: hr[k] for k in hr}}
+    summary: dict = {"action_source": source, **{k: hr[k] for k in hr}}
     if val is not None:
         summary["before"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
         if val.readout_reward is not None:
@@ -457,8 +458,7 @@ def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path,
 
     store, latents = EpisodeStore(store_dir, create=False), LatentStore(latents_dir)
     ae = load_network(out / "autoencoder" / "model", "autoencoder")
-    dyn_meta = json.loads((out / "dynamics" / "model" / "dynamics.json").read_text())
-    source = dyn_meta["extra"].get("actions", "latent")
+    source = trained_source(read_meta(out / "dynamics" / "model", "dynamics"))
     dynamics = load_network(out / "dynamics" / "model", "dynamics")
     heads = None  # the heads refitted on rollouts (step 5) when there are, else the dynamics stage's
     for heads_dir in (out / "heads" / "model", out / "dynamics" / "model"):

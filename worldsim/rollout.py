@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim.actions import POLICIES
 from worldsim.data.clips import resize_frames
 from worldsim.simulator import Simulator
-
-POLICIES = ("random", "sticky")
 
 
 def policy_actions(
@@ -136,4 +135,4 @@ def run(cfg) -> list[Path]:
     return paths
 
 
-__all__ = ["POLICIES", "generate", "policy_actions", "real_vs_model", "run", "write_rollout"]
+__all__ = ["generate", "policy_actions", "real_vs_model", "run", "write_rollout"]

@@ -22,8 +22,8 @@ Implementation details:
    is what the vector env's auto-reset uses.
 3. **Actions.** ``WorldOptions.action_type="latent"`` (default) takes latent action codes,
    ``"real"`` the game's actions (``step(..., action_type=...)`` overrides it for one call).
-   They are converted to what the dynamics was trained on (the bundle's ``action_source``)
-   through the binding; a real action the binding never saw maps to code 0,
+   The bundle's :class:`~worldsim.actions.ActionSetup` converts them to what the dynamics was
+   trained on (its ``action_source``) through the binding; a real action the binding never saw maps to code 0,
    a code never bound maps to real action 0 (NOOP in Atari-style games). When the bundle has
    an action adapter (``worldsim.action_adapter``), a real action becomes the code the adapter
    gives it in the world's current frame instead of the binding's one code per action: the
@@ -80,7 +80,7 @@ from worldsim.data.episode import frames_to_tensor
 from worldsim.flow import default_chunk, sample_next
 from worldsim.nn.attention import KVCache
 from worldsim.start_context import start_context
-from worldsim.world_options import ACTION_TYPES, WorldOptions
+from worldsim.world_options import WorldOptions
 
 
 @dataclass
@@ -144,7 +144,6 @@ class Simulator:
         c = self.dynamics.cfg.latent_channels
         self._mean = bundle.latent_mean.to(self.device).view(1, c, 1, 1)
         self._std = bundle.latent_std.to(self.device).view(1, c, 1, 1)
-        self._tables = self._binding_tables()
         self._history: deque[_Snapshot] = deque(maxlen=history)
         self._alloc(batch)
 
@@ -178,12 +177,8 @@ class Simulator:
         return self._t
 
     def num_actions(self, action_type: str | None = None) -> int | None:
-        """Number of discrete actions of a kind (``None`` for a continuous real space)."""
-        kind = action_type or self.options.action_type
-        if kind == "latent":
-            return self.bundle.num_latent_actions
-        space = self.bundle.action_space or {}
-        return int(space["n"]) if space.get("type") == "discrete" else None
+        """Number of discrete actions of a type (``None`` for a continuous real space)."""
+        return self.bundle.actions.num_actions(action_type or self.options.action_type)
 
     def _place(self, module: nn.Module | None) -> nn.Module | None:
         """The module on the device, in eval mode. A precision other than the module's own is
@@ -239,55 +234,6 @@ class Simulator:
         return self._frames
 
     # ------------------------------------------------------------------ actions
-    def _binding_tables(self) -> dict[str, torch.Tensor]:
-        b = self.bundle.binding
-        if b is None:
-            return {}
-        to_latent = torch.as_tensor(np.where(b.action_to_code < 0, 0, b.action_to_code))
-        to_real = torch.as_tensor(np.where(b.code_to_action < 0, 0, b.code_to_action))
-        return {"to_latent": to_latent.to(self.device), "to_real": to_real.to(self.device)}
-
-    def _lookup(self, table: str, x: torch.Tensor) -> torch.Tensor:
-        if table not in self._tables:
-            raise ValueError(
-                f"bundle {self.bundle.path}: the dynamics was trained on "
-                f"{self.bundle.action_source!r} actions and has no binding.json to convert the "
-                "other kind; use the action type the dynamics was trained on"
-            )
-        return self._tables[table][x]
-
-    def _one_hot(self, real: torch.Tensor) -> torch.Tensor:
-        space = self.bundle.action_space
-        if space["type"] == "discrete":
-            return torch.nn.functional.one_hot(real.long(), int(space["n"])).to(self.dtype)
-        return real.to(self.dtype)
-
-    def _check(self, acts: torch.Tensor, kind: str, b: int) -> torch.Tensor:
-        n = self.num_actions(kind)
-        if n is None and kind == "latent":
-            raise ValueError(
-                f"bundle {self.bundle.path} has no latent actions (the dynamics was trained on "
-                "continuous real actions and there is no binding.json); use action_type='real'"
-            )
-        if n is None:  # continuous real actions [b, a]
-            dim = int(np.prod(self.bundle.action_space["shape"]))
-            if tuple(acts.shape) != (b, dim):
-                raise ValueError(
-                    f"Simulator: real actions must be [{b}, {dim}], got {tuple(acts.shape)}"
-                )
-            return acts.to(self.dtype)
-        if tuple(acts.shape) != (b,) or acts.is_floating_point():
-            raise ValueError(
-                f"Simulator: {kind} actions must be integers [{b}] (one per world), got "
-                f"{acts.dtype} {tuple(acts.shape)}"
-            )
-        if acts.numel() and (int(acts.min()) < 0 or int(acts.max()) >= n):
-            raise ValueError(
-                f"Simulator: {kind} actions must lie in [0, {n}), got "
-                f"[{int(acts.min())}, {int(acts.max())}]"
-            )
-        return acts.long()
-
     def model_actions(
         self,
         actions: Any,
@@ -295,28 +241,21 @@ class Simulator:
         batch: int | None = None,
         latents: torch.Tensor | None = None,
     ):
-        """Convert actions of a kind (``[b]`` ints, or ``[b, a]`` continuous real ones) into the
-        form the dynamics is conditioned on (see the module docstring, item 3). ``latents``
-        ``[b, c, h, w]``: the frames the actions are taken in, for the action adapter."""
-        kind = action_type or self.options.action_type
-        if kind not in ACTION_TYPES:
-            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {kind!r}")
-        b = self.batch if batch is None else batch
-        acts = self._check(torch.as_tensor(actions, device=self.device), kind, b)
-        source = self.bundle.action_source
-        if kind == "latent":
-            if source == "latent":
-                return acts
-            real = self._lookup("to_real", acts)
-            return real if source == "real" else (acts, self._one_hot(real))
-        if source == "real":
-            return acts
-        if self.adapter is not None and latents is not None:
-            with self._amp():
-                codes = self.adapter.codes(latents.to(self.dtype), acts)
-        else:
-            codes = self._lookup("to_latent", acts)
-        return codes if source == "latent" else (codes, self._one_hot(acts))
+        """Convert actions of a type (``[b]`` ints, or ``[b, a]`` continuous real ones) into the
+        form the dynamics is conditioned on (the bundle's :class:`~worldsim.actions.ActionSetup`;
+        module docstring, item 3). ``latents`` ``[b, c, h, w]``: the frames the actions are
+        taken in, for the action adapter."""
+        with self._amp():
+            return self.bundle.actions.to_model(
+                actions,
+                action_type or self.options.action_type,
+                self.batch if batch is None else batch,
+                device=self.device,
+                dtype=self.dtype,
+                latents=latents,
+                adapter=self.adapter,
+                where=f"bundle {self.bundle.path}",
+            )
 
     # ------------------------------------------------------------------ contexts
     def _context_actions(self, z: torch.Tensor, acts: Any, kind: str | None):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim.actions import ActionSetup
 from worldsim.autoencoder import Autoencoder
 from worldsim.binding import ActionBinding
 from worldsim.bundle import save_bundle
@@ -43,30 +44,23 @@ def untrained_bundle(
     c, h, w = ae.latent_shape(ae.cfg.frame_height, ae.cfg.frame_width)
     shape = dict(latent_channels=c, latent_height=h, latent_width=w)
     n_real = int(action_space["n"]) if action_space and action_space["type"] == "discrete" else 0
-    act: dict[str, Any] = {}
-    if action_source == "real":
-        act = (
-            dict(action_type="discrete", num_actions=n_real)
-            if n_real
-            else dict(action_type="continuous", action_dim=int(np.prod(action_space["shape"])))
-        )
-    elif action_source == "both":
-        act = dict(action_type="both", action_dim=n_real)
-    dyn = DynamicsModel(dyn_mod.config_from_preset(preset, **shape, **act))
+    # a real-action world gets a binding of 8 codes; the others the preset's codebook
+    codes = dyn_mod.config_from_preset(preset).num_actions if action_source != "real" else 8
+    setup = ActionSetup(action_source, codes, action_space)
+    dyn = DynamicsModel(dyn_mod.config_from_preset(preset, **shape, **setup.embedding_fields()))
     hd = (
         RewardTerminationHeads(
             heads_mod.config_from_preset(
                 preset if preset in heads_mod.PRESETS else "tiny",
                 **shape,
                 num_actions=dyn.cfg.num_actions,
-                action_type=dyn.cfg.action_type,
+                action_embedding=dyn.cfg.action_embedding,
                 action_dim=dyn.cfg.action_dim,
             )
         )
         if heads
         else None
     )
-    codes = dyn.cfg.num_actions if action_source != "real" else 8
     binding = None
     if n_real:
         pairs = rng.integers(0, [codes, n_real], size=(256, 2))

@@ -28,9 +28,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from worldsim.data.atomic import atomic_path, atomic_write_bytes
-from worldsim.networks import NETWORKS, network_builder
+from worldsim.networks import NETWORKS, current_fields, network_builder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)  # 1: configs under the field names of worldsim.networks.RENAMED_FIELDS
 
 
 class WeightsError(RuntimeError):
@@ -59,9 +60,14 @@ def read_meta(directory: str | Path, name: str) -> dict:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise WeightsError(f"{path} is not valid JSON ({err}); the file is truncated or corrupt") from err
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in SUPPORTED_VERSIONS:
         raise WeightsError(f"{path}: format version {meta.get('format_version')!r}, this worldsim reads "
-                           f"{FORMAT_VERSION}")
+                           f"{list(SUPPORTED_VERSIONS)}")
+    if name in NETWORKS and isinstance(meta.get("config"), dict):
+        try:
+            meta["config"] = current_fields(name, meta["config"])
+        except ValueError as err:
+            raise WeightsError(f"{path}: {err}") from err
     return meta
 
 

@@ -33,8 +33,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from worldsim.actions import ACTION_TYPES
+
 OBS_TYPES = ("pixels", "latents")  # what an env returns: decoded frames or normalised latents
-ACTION_TYPES = ("latent", "real")  # what a caller hands in: latent action codes or the game's actions
 TERMINATIONS = ("threshold", "sample")  # how the termination probability ends a world
 PRECISIONS = ("float32", "bfloat16", "float16")  # the networks' and the KV cache's dtype
 _DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
@@ -161,7 +162,6 @@ def preset(name: str, **changes: Any) -> WorldOptions:
 
 
 __all__ = [
-    "ACTION_TYPES",
     "FIELDS",
     "OBS_TYPES",
     "PRECISIONS",

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 ActionInput = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-ACTION_TYPES = ("discrete", "continuous", "both")
+ACTION_EMBEDDINGS = ("discrete", "continuous", "both")  # how a network embeds actions (worldsim/actions.py)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class ActionEmbedder(nn.Module):
 
     Args:
         dim: output width d.
-        action_type: ``discrete`` (int codes in ``[0, num_actions)``), ``continuous``
+        embedding: ``discrete`` (int codes in ``[0, num_actions)``), ``continuous``
             (float vectors of ``action_dim``), or ``both``: a tuple ``(codes, vectors)`` whose
             two embeddings are summed (latent action code + the game's real action; a discrete
             real action can be given one-hot as the vector).
@@ -66,24 +66,24 @@ class ActionEmbedder(nn.Module):
     """
 
     def __init__(
-        self, dim: int, action_type: str, num_actions: int = 0, action_dim: int = 0
+        self, dim: int, embedding: str, num_actions: int = 0, action_dim: int = 0
     ) -> None:
         super().__init__()
-        if action_type not in ACTION_TYPES:
-            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
-        if action_type in ("discrete", "both") and num_actions < 1:
+        if embedding not in ACTION_EMBEDDINGS:
+            raise ValueError(f"action_embedding must be one of {ACTION_EMBEDDINGS}, got {embedding!r}")
+        if embedding in ("discrete", "both") and num_actions < 1:
             raise ValueError(
-                f"action_type={action_type!r} needs num_actions >= 1, got {num_actions}"
+                f"action_embedding={embedding!r} needs num_actions >= 1, got {num_actions}"
             )
-        if action_type in ("continuous", "both") and action_dim < 1:
-            raise ValueError(f"action_type={action_type!r} needs action_dim >= 1, got {action_dim}")
-        self.action_type = action_type
+        if embedding in ("continuous", "both") and action_dim < 1:
+            raise ValueError(f"action_embedding={embedding!r} needs action_dim >= 1, got {action_dim}")
+        self.embedding = embedding
         self.num_actions = num_actions
         self.action_dim = action_dim
-        self.codes = nn.Embedding(num_actions, dim) if action_type != "continuous" else None
+        self.codes = nn.Embedding(num_actions, dim) if embedding != "continuous" else None
         self.vectors = (
             nn.Sequential(nn.Linear(action_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-            if action_type != "discrete"
+            if embedding != "discrete"
             else None
         )
         self.start = nn.Parameter(torch.zeros(dim))
@@ -108,28 +108,28 @@ class ActionEmbedder(nn.Module):
 
     def forward(self, actions: ActionInput) -> torch.Tensor:
         """actions ``[*lead]`` codes, ``[*lead, a]`` vectors, or a tuple of both -> ``[*lead, d]``."""
-        if self.action_type == "discrete":
+        if self.embedding == "discrete":
             if isinstance(actions, tuple):
-                raise ValueError("action_type='discrete' takes a tensor of codes, not a tuple")
+                raise ValueError("action_embedding='discrete' takes a tensor of codes, not a tuple")
             return self._check_codes(actions)
-        if self.action_type == "continuous":
+        if self.embedding == "continuous":
             if isinstance(actions, tuple):
-                raise ValueError("action_type='continuous' takes a tensor of vectors, not a tuple")
+                raise ValueError("action_embedding='continuous' takes a tensor of vectors, not a tuple")
             return self._check_vectors(actions)
         if not (isinstance(actions, tuple) and len(actions) == 2):
-            raise ValueError("action_type='both' takes a tuple (codes [*lead], vectors [*lead, a])")
+            raise ValueError("action_embedding='both' takes a tuple (codes [*lead], vectors [*lead, a])")
         codes, vec = actions
         if codes.shape != vec.shape[:-1]:
             raise ValueError(
-                f"action_type='both': codes {tuple(codes.shape)} and vectors {tuple(vec.shape)} disagree"
+                f"action_embedding='both': codes {tuple(codes.shape)} and vectors {tuple(vec.shape)} disagree"
             )
         return self._check_codes(codes) + self._check_vectors(vec)
 
     def lead_shape(self, actions: ActionInput) -> tuple[int, ...]:
         """The leading (batch, time) shape of an action input."""
-        if self.action_type == "both":
+        if self.embedding == "both":
             return tuple(actions[0].shape)
-        if self.action_type == "continuous":
+        if self.embedding == "continuous":
             return tuple(actions.shape[:-1])
         return tuple(actions.shape)
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from worldsim import flow
+from worldsim.actions import model_input
 from worldsim.training.base import OptimConfig, StageModule
 
 
@@ -18,15 +19,15 @@ class DynamicsModule(StageModule):
     """``batch["latents"]`` float [b, t, c, h, w] (normalised), actions under ``action_key``
     ([b, t-1]); ``rewards``/``terminated`` [b, t-1] when present.
 
-    ``actions``: ``latent`` (LAM codes), ``real`` (the game's actions) or ``both``.
+    ``action_source``: ``latent`` (LAM codes), ``real`` (the game's actions) or ``both``.
     """
 
-    def __init__(self, net: nn.Module, optim: OptimConfig, *, actions: str, heads: nn.Module | None = None,
+    def __init__(self, net: nn.Module, optim: OptimConfig, *, action_source: str, heads: nn.Module | None = None,
                  decoder: nn.Module | None = None, latent_mean: torch.Tensor | None = None,
                  latent_std: torch.Tensor | None = None, ema_decay: float = 0.999,
                  loss_kwargs: dict | None = None, sample_steps: int = 4) -> None:
         super().__init__(net, optim)
-        self.actions = actions
+        self.action_source = action_source
         self.heads = heads
         self.ema = copy.deepcopy(net).requires_grad_(False).eval()
         self.ema_decay = ema_decay
@@ -39,14 +40,12 @@ class DynamicsModule(StageModule):
             self.register_buffer("latent_std", latent_std.float(), persistent=False)
 
     def action_input(self, batch: dict):
-        if self.actions == "latent":
-            return batch["lam"]
-        if self.actions == "real":
-            return batch["actions"]
-        return (batch["lam"], batch["actions"])
+        source = self.action_source
+        return model_input(source, batch["lam"] if source != "real" else None,
+                           batch["actions"] if source != "latent" else None)
 
     def head_actions(self, batch: dict):
-        return batch["actions"] if self.actions == "real" else batch["lam"]
+        return batch["actions"] if self.action_source == "real" else batch["lam"]
 
     def events(self, batch: dict) -> dict:
         """Rewards and terminations for the DiT's readout (``{}`` without one, or without rewards)."""

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -194,18 +193,16 @@ def lam_figures(labels: list, source, val_ids: list[int], num_codes: int, seed: 
     return out
 
 
-ACTION_SOURCES = ("latent", "real", "both", "auto")
-
-
 def _auto_actions(latents, space: dict | None) -> str:
-    """``actions=auto``: the game's own actions where every episode has them (``real`` when
-    discrete; ``both`` when continuous, beside the LAM's codes), the LAM's codes otherwise."""
+    """``action_source=auto``: the game's own actions where every episode has them (``real``
+    when discrete; ``both`` when continuous, beside the LAM's codes), the LAM's codes otherwise."""
     if space is None or not all(latents.has(i, "actions") for i in range(len(latents))):
         return "latent"
     return "real" if space["type"] == "discrete" else "both"
 
 
 def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
+    from worldsim.actions import TRAIN_ACTION_SOURCES, ActionSetup
     from worldsim.autoencoder import Autoencoder, config_from_dict
     from worldsim.data.latent_clips import LatentClipDataset
     from worldsim.dynamics import DynamicsModel
@@ -214,46 +211,43 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
     from worldsim.training.dynamics_module import DynamicsModule
 
     latents = _latent_store(cfg)
-    mode = cfg.actions
-    if mode not in ACTION_SOURCES:
-        raise ConfigError(f"actions={mode!r}: allowed values are {', '.join(ACTION_SOURCES)}")
+    mode = cfg.action_source
+    if mode not in TRAIN_ACTION_SOURCES:
+        raise ConfigError(f"action_source={mode!r}: allowed values are {', '.join(TRAIN_ACTION_SOURCES)}")
     c, h, w = latents.latent_shape
     fields: dict = {"latent_channels": c, "latent_height": h, "latent_width": w}
     space = _action_meta(latents)
     if mode == "auto":
         mode = _auto_actions(latents, space)
+    codes = None
     if mode in ("latent", "both"):
         if "lam" not in latents.label_names():
-            raise ConfigError(f"actions={mode}: {cfg.data.latents} has no latent action labels; train the "
-                              "lam stage on this cache first (it writes them)")
+            raise ConfigError(f"action_source={mode}: {cfg.data.latents} has no latent action labels; train "
+                              "the lam stage on this cache first (it writes them)")
         if cfg.data.lam_model:  # the LAM that wrote the labels knows its codebook size
             from worldsim.weights import read_meta
 
-            fields["num_actions"] = int(read_meta(cfg.data.lam_model, "lam")["config"]["num_codes"])
+            codes = int(read_meta(cfg.data.lam_model, "lam")["config"]["num_codes"])
         else:
-            fields["num_actions"] = int(_instantiate(cfg.lam, "lam").num_codes)
+            codes = int(_instantiate(cfg.lam, "lam").num_codes)
     if mode in ("real", "both"):
         has = all(latents.has(i, "actions") for i in range(len(latents)))
         if not has or space is None:
-            raise ConfigError(f"actions={mode}: the data in {cfg.data.latents} has no real actions "
-                              "(video without labels?); use actions=latent")
-        if space["type"] == "discrete":
-            if mode == "real":
-                fields["num_actions"] = int(space["n"])
-            else:
-                raise ConfigError("actions=both needs continuous real actions next to the latent codes; "
-                                  "with discrete real actions use actions=latent or actions=real")
-        else:
-            fields["action_dim"] = int(np.prod(space["shape"]))
-    fields["action_type"] = {"latent": "discrete", "real": "discrete" if space and space.get("type") == "discrete" else "continuous",
-                             "both": "both"}[mode]
+            raise ConfigError(f"action_source={mode}: the data in {cfg.data.latents} has no real actions "
+                              "(video without labels?); use action_source=latent")
+        if space["type"] == "discrete" and mode == "both":
+            raise ConfigError("action_source=both needs continuous real actions next to the latent codes; "
+                              "with discrete real actions use action_source=latent or action_source=real")
+    fields.update(ActionSetup(mode, codes, space).embedding_fields())
     has_rewards = all(latents.has(i, "rewards") for i in range(len(latents)))
     dyn_cfg = _instantiate(cfg.dynamics, "dynamics", readout=bool(cfg.readout) and has_rewards, **fields)
     net = DynamicsModel(dyn_cfg)
     heads = None
     if has_rewards:
-        head_fields = {k: v for k, v in fields.items() if k != "action_type"}
-        head_fields["action_type"] = "discrete" if mode != "real" or dyn_cfg.action_type == "discrete" else "continuous"
+        # the heads read the codes of a ``both`` dynamics (DynamicsModule.head_actions)
+        head_fields = {k: v for k, v in fields.items() if k != "action_embedding"}
+        head_fields["action_embedding"] = ("discrete" if mode != "real" or dyn_cfg.action_embedding == "discrete"
+                                           else "continuous")
         heads = RewardTerminationHeads(heads_preset(str(cfg.heads), **head_fields))
     ae = Autoencoder(config_from_dict(latents.autoencoder_config)).eval()
     ae_dir = Path(cfg.data.latents).parent / "model"
@@ -270,7 +264,7 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
     train_set = LatentClipDataset(latents, clip, seed=seed, length=TRAIN_LENGTH, episodes=train_ids, labels=labels)
     val_set = LatentClipDataset(latents, clip, seed=seed + 1, length=int(cfg.data.val_clips), episodes=val_ids,
                                 labels=labels) if val_ids else None
-    module = DynamicsModule(net, optim_config(cfg.trainer), actions=mode, heads=heads, decoder=ae,
+    module = DynamicsModule(net, optim_config(cfg.trainer), action_source=mode, heads=heads, decoder=ae,
                             latent_mean=latents.mean, latent_std=latents.std, ema_decay=float(cfg.ema_decay),
                             sample_steps=int(cfg.world.sampler_steps), loss_kwargs={"self_forcing": float(cfg.self_forcing)})
 
@@ -281,8 +275,8 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
 
         seconds = trained_seconds(trainer)
         ema = module.ema.eval()
-        save_weights(ema, dyn_cfg, run_dir / "model", "dynamics", extra={"actions": mode})
-        summary: dict = {"train_seconds": seconds, "steps": int(trainer.global_step), "actions": mode}
+        save_weights(ema, dyn_cfg, run_dir / "model", "dynamics", extra={"action_source": mode})
+        summary: dict = {"train_seconds": seconds, "steps": int(trainer.global_step), "action_source": mode}
         if module.heads is not None:
             save_weights(module.heads.eval(), module.heads.cfg, run_dir / "model", "heads")
         if ae is not None and val_ids and Path(cfg.data.store).exists():
@@ -290,10 +284,10 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
             # left the (unregistered) decoder on the GPU: put both where the module is.
             ae.to(module.device)
             store = EpisodeStore(cfg.data.store, create=False)
-            summary.update(rollout_metrics(ae, ema, latents, store, val_ids, actions=mode, steps=int(cfg.world.sampler_steps),
+            summary.update(rollout_metrics(ae, ema, latents, store, val_ids, action_source=mode, steps=int(cfg.world.sampler_steps),
                                            num_codes=dyn_cfg.num_actions, device=module.device))
             if module.heads is not None:
-                summary.update(heads_metrics(module.heads.eval(), latents, val_ids, actions=mode, device=module.device))
+                summary.update(heads_metrics(module.heads.eval(), latents, val_ids, action_source=mode, device=module.device))
         atomic_write_json(run_dir / "summary.json", summary, indent=2)  # the step's "done" marker
         return summary
 
