@@ -166,7 +166,7 @@ def test_agents_experiment_is_the_cpu_world_recipe(tmp_path):
     assert cfg.episodes == 1200 and cfg.data.val_episodes == 24 and cfg.action_source == "auto"
     stage = _stage_config(cfg, "dynamics", tmp_path / "dynamics", {"store": "s", "latents": "l"})
     assert stage.dynamics.name == "cpu" and stage.trainer.accelerator == "cpu"
-    assert (stage.data.batch_size, stage.data.clip_len, stage.trainer.max_minutes) == (64, 12, 62)
+    assert (stage.data.batch_size, stage.data.clip_len, stage.trainer.max_minutes) == (64, 12, 55)
     net_cfg = config_from_preset("cpu")
     assert net_cfg.latent_height // net_cfg.patch_size * (net_cfg.latent_width // net_cfg.patch_size) == 16
     assert 1.5e6 < count_parameters(DynamicsModel(net_cfg)) < 3e6
