@@ -37,11 +37,9 @@ def test_round_trip_restores_weights_stats_and_meta(bundle_dir):
     for (name, p), q in zip(ae.state_dict().items(), b.autoencoder.state_dict().values()):
         assert torch.equal(p, q), name
     doc = json.loads((bundle_dir / "bundle.json").read_text())
-    assert doc["format_version"] == 2 and set(doc["networks"]) == {
-        "autoencoder",
-        "dynamics",
-        "heads",
-    }
+    assert doc["format_version"] == 3 and doc["networks"] == ["autoencoder", "dynamics", "heads"]
+    # each network's config is stored once, in its <name>.json
+    assert json.loads((bundle_dir / "dynamics.json").read_text())["config"]["dim"] == b.dynamics.cfg.dim
 
 
 def test_save_refuses_existing_dir_and_leaves_no_temp_files(tmp_path):
@@ -99,7 +97,7 @@ def test_unsupported_format_version_lists_supported(tmp_path, bundle_dir):
     doc = json.loads((copy / "bundle.json").read_text())
     doc["format_version"] = 99
     (copy / "bundle.json").write_text(json.dumps(doc))
-    with pytest.raises(BundleError, match=r"99.*versions \[1, 2\]"):
+    with pytest.raises(BundleError, match=r"99.*versions \[1, 2, 3\]"):
         load_bundle(copy)
 
 
@@ -108,14 +106,33 @@ def test_weights_that_do_not_fit_their_config(tmp_path, bundle_dir):
 
     copy = tmp_path / "mismatch"
     shutil.copytree(bundle_dir, copy)
+    meta = json.loads((copy / "dynamics.json").read_text())
+    meta["config"]["dim"] = 64
+    (copy / "dynamics.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="dynamics weights do not fit"):
+        load_bundle(copy)
+    meta["config"]["bogus_field"] = 1
+    (copy / "dynamics.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="dynamics.json config is not a valid config"):
+        load_bundle(copy)
+
+
+def test_bundles_holding_each_config_twice_are_built_from_bundle_json(tmp_path, bundle_dir):
+    """Formats 1 and 2 kept every config in bundle.json ``networks`` too, and were built from
+    there: still read, and still from there."""
+    import shutil
+
+    copy = tmp_path / "format2"
+    shutil.copytree(bundle_dir, copy)
     doc = json.loads((copy / "bundle.json").read_text())
+    doc["format_version"] = 2
+    doc["networks"] = {n: json.loads((copy / f"{n}.json").read_text())["config"] for n in doc["networks"]}
+    (copy / "bundle.json").write_text(json.dumps(doc))
+    b = load_bundle(copy)
+    assert b.heads is not None and b.dynamics.cfg == load_bundle(bundle_dir).dynamics.cfg
     doc["networks"]["dynamics"]["dim"] = 64
     (copy / "bundle.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match="dynamics weights do not fit"):
-        load_bundle(copy)
-    doc["networks"]["dynamics"]["bogus_field"] = 1
-    (copy / "bundle.json").write_text(json.dumps(doc))
-    with pytest.raises(BundleError, match="networks.dynamics"):
         load_bundle(copy)
 
 

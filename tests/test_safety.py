@@ -122,8 +122,8 @@ def copy(world, tmp_path):
 
 
 def test_huge_declared_network_fails_before_allocating(copy, monkeypatch):
-    """bundle.json declaring dim=32768, depth=64 (about 5 TB of float32) fails on the header
-    comparison; the network is only ever built on the meta device."""
+    """A bundle's dynamics.json declaring dim=32768, depth=64 (about 5 TB of float32) fails on
+    the header comparison; the network is only ever built on the meta device."""
     from worldsim import networks
 
     cls, cfg_from = networks.NETWORKS["dynamics"]
@@ -134,12 +134,12 @@ def test_huge_declared_network_fails_before_allocating(copy, monkeypatch):
         return cls(cfg)
 
     monkeypatch.setitem(networks.NETWORKS, "dynamics", (meta_only, cfg_from))
-    doc = json.loads((copy / "bundle.json").read_text())
-    doc["networks"]["dynamics"].update(dim=32768, depth=64)
-    (copy / "bundle.json").write_text(json.dumps(doc))
+    meta = json.loads((copy / "dynamics.json").read_text())
+    meta["config"].update(dim=32768, depth=64)
+    (copy / "dynamics.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match=r"dynamics\.safetensors: tensor '.+' is \[.*\] but the config") as err:
         load_bundle(copy)
-    assert "bundle.json" in one_line(err) and "32768" in str(err.value)
+    assert "dynamics.json" in one_line(err) and "32768" in str(err.value)
 
 
 def test_saved_network_config_is_checked_against_the_header(tmp_path):

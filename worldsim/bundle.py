@@ -3,10 +3,11 @@
 Layout (every file is written into a temporary sibling directory that is renamed into place at
 the end, so a half-written bundle never exists under the final name)::
 
-    bundle.json           format version, worldsim version, each network's config, the action
-                          setup (``action_setup``: source, num_codes, the game's action space;
-                          ``worldsim.actions.ActionSetup``), frame size, fps, source game id
-    autoencoder.{json,safetensors}   frame autoencoder (``worldsim.weights`` format)
+    bundle.json           format version, worldsim version, the names of its networks, the
+                          action setup (``action_setup``: source, num_codes, the game's action
+                          space; ``worldsim.actions.ActionSetup``), frame size, fps, source game id
+    autoencoder.{json,safetensors}   frame autoencoder (``worldsim.weights`` format: the
+                          config, in <name>.json, is stored there and only there)
     dynamics.{json,safetensors}      spatiotemporal DiT
     heads.{json,safetensors}         reward / termination heads (optional)
     lam.{json,safetensors}           latent action model (optional)
@@ -23,9 +24,13 @@ the end, so a half-written bundle never exists under the final name)::
 dynamics was trained on (its ``source``: ``latent`` codes of the latent action model, ``real``
 actions of the game, or ``both``), how many codes there are, the game's action space, the
 binding and whether there is an action adapter; it converts a caller's actions into the
-dynamics' form and checks the saved networks against itself. Format 1 bundles keep it as the
-top-level ``action_source``, ``num_latent_actions`` and ``action_space`` of ``bundle.json``,
-and their networks' field ``action_type`` (now ``action_embedding``); both are read.
+dynamics' form and checks the saved networks against itself.
+
+**Older formats**, all read: format 1 keeps the action setup as the top-level
+``action_source``, ``num_latent_actions`` and ``action_space`` of ``bundle.json`` and names the
+networks' field ``action_type`` (now ``action_embedding``); formats 1 and 2 hold each network's
+config twice, in ``bundle.json`` ``networks`` and in ``<name>.json``, and are built from the
+first (as their readers did).
 
 einops legend: n contexts, k context frames, H W frame size, c latent channels.
 """
@@ -55,10 +60,10 @@ from worldsim.heads import RewardTerminationHeads
 from worldsim.latent_action import LatentActionModel
 from worldsim.networks import NETWORKS, network_builder
 from worldsim.version import __version__
-from worldsim.weights import WeightsError, build_and_load, save_weights
+from worldsim.weights import WeightsError, build_and_load, read_meta, save_weights
 
-BUNDLE_FORMAT = 2
-SUPPORTED_FORMATS = (1, 2)  # 1: the action setup as top-level keys, networks' action_type
+BUNDLE_FORMAT = 3
+SUPPORTED_FORMATS = (1, 2, 3)  # module docstring, "Older formats"
 META_KEYS = ("action_source", "action_space", "fps", "game", "num_latent_actions")
 
 
@@ -224,11 +229,7 @@ def save_bundle(
     doc = {
         "format_version": BUNDLE_FORMAT,
         "worldsim_version": __version__,
-        "networks": {
-            name: dataclasses.asdict(_config_of(name, net))
-            for name, net in nets.items()
-            if net is not None
-        },
+        "networks": [name for name, net in nets.items() if net is not None],
         "frame_size": list(frame_size),
         "action_setup": setup.to_json(),
         "fps": info["fps"],
@@ -286,18 +287,34 @@ def _read_json(path: Path) -> Any:
         raise BundleError(f"bundle file {path} is not valid JSON: {err}") from err
 
 
-def _build(root: Path, name: str, configs: dict[str, Any]) -> nn.Module:
+def _configs(root: Path, doc: dict[str, Any]) -> dict[str, tuple[Any, Path, str]]:
+    """Network name -> (its saved config, the file holding it, how to name it in errors): each
+    ``<name>.json``, or the ``bundle.json`` ``networks`` configs of formats 1 and 2."""
+    listed = doc.get("networks", [])
+    if isinstance(listed, dict):
+        return {n: (v, root / "bundle.json", f"bundle.json networks.{n}") for n, v in listed.items()}
+    unknown = sorted(set(listed) - set(NETWORKS))
+    if unknown:
+        raise BundleError(f"bundle {root}: bundle.json lists unknown network(s) {unknown}")
+    out = {}
+    for name in listed:
+        try:
+            out[name] = (read_meta(root, name)["config"], root / f"{name}.json", f"{name}.json config")
+        except WeightsError as err:
+            raise BundleError(f"bundle {root}: {err}") from err
+    return out
+
+
+def _build(root: Path, name: str, config: Any, config_file: Path, label: str) -> nn.Module:
     try:
-        build = network_builder(name, configs[name])
+        build = network_builder(name, config)
     except (TypeError, ValueError) as err:
-        raise BundleError(
-            f"bundle {root}: bundle.json networks.{name} is not a valid config: {err}"
-        ) from err
+        raise BundleError(f"bundle {root}: {label} is not a valid config: {err}") from err
     for suffix in (".json", ".safetensors"):
         if not (root / f"{name}{suffix}").is_file():
             raise BundleError(f"bundle {root}: missing file {name}{suffix}")
     try:  # the file's shapes are checked against the config before the network is built
-        net = build_and_load(build, root, name, root / "bundle.json")
+        net = build_and_load(build, root, name, config_file)
     except WeightsError as err:
         raise BundleError(f"bundle {root}: {name} weights do not fit their config: {err}") from err
     return net.eval()
@@ -315,11 +332,11 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             f"bundle {root}: format version {version!r} is not supported; this worldsim "
             f"({__version__}) reads versions {list(SUPPORTED_FORMATS)}"
         )
-    configs = doc.get("networks", {})
     for required in ("autoencoder", "dynamics"):
-        if required not in configs:
+        if required not in doc.get("networks", []):
             raise BundleError(f"bundle {root}: bundle.json lists no {required!r} network")
-    nets = {name: _build(root, name, configs) if name in configs else None for name in NETWORKS}
+    configs = _configs(root, doc)
+    nets = {name: _build(root, name, *configs[name]) if name in configs else None for name in NETWORKS}
     stats = _read_json(root / "latent_stats.json")
     c = nets["dynamics"].cfg.latent_channels
     try:
