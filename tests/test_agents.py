@@ -296,6 +296,8 @@ def test_agent_presets_compose_into_train_configs():
     for name in group_options("agent"):
         cfg = compose("agent", [f"agent={name}", "bundle=x"])
         assert _train_config(cfg.agent.train).updates > 0
+        assert set(cfg.agent) == {"num_envs", "max_episode_steps", "network", "train"}
+        assert not {"network", "train", "num_envs"} & set(cfg)  # nothing spilt to the top level
         assert world_options(cfg).obs_type == ("pixels" if name == "pixels" else "latents")
         assert world_options(cfg).termination == "sample"
     cfg = compose("agent", ["agent=medium", "bundle=x"])
