@@ -1,4 +1,5 @@
-"""The action adapter: real action -> latent code in the current state."""
+"""The action adapter: real action -> latent code in the current state; its fit
+(``worldsim/training/adapter_fit.py``); the bundle and the Simulator that use it."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig, fit_action_adapter
+from worldsim.action_adapter import ActionAdapter, ActionAdapterConfig
 from worldsim.binding import ActionBinding
 from worldsim.bundle import BundleError, load_bundle, save_bundle
 from worldsim.simulator import load_simulator
 from worldsim.testing import untrained_bundle
+from worldsim.training.adapter_fit import fit_action_adapter
 from worldsim.world_options import WorldOptions
 
 DISCRETE3 = {"type": "discrete", "n": 3, "meanings": ["NOOP", "LEFT", "RIGHT"]}

@@ -1,4 +1,5 @@
-"""Heads fitted on the dynamics' own rollouts: the pool's alignment, the fit, the scores."""
+"""Heads fitted on the dynamics' own rollouts: the pool's alignment, the fit
+(``worldsim/training/heads_refit.py``), the scores."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch import nn
 
 from worldsim.dynamics import build_dynamics
 from worldsim.heads import build_heads
-from worldsim.heads_on_rollouts import RolloutPool, build_pool, event_scores, fit_heads
+from worldsim.heads_on_rollouts import RolloutPool, build_pool, event_scores
+from worldsim.training.heads_refit import fit_heads
 
 
 class FakeLatents:

@@ -3,8 +3,8 @@
 The heads are first trained beside the dynamics on real latents (``worldsim/heads.py``), but in
 imagination they read latents the dynamics generated, which drift from real ones within a few
 frames. Heads that only ever saw real latents then misread them: they miss most coins in
-generated windows and find coins where there are none (``docs/dynamics.md``, Results). This
-module fits the heads to what they will read:
+generated windows and find coins where there are none (``docs/dynamics.md``, Results). The
+heads are refitted to what they will read:
 
 1. **Pool.** ``build_pool`` draws windows of ``context + horizon`` latents uniformly from the
    given episodes (so rewards keep their natural rates), gives the dynamics the first
@@ -15,10 +15,11 @@ module fits the heads to what they will read:
    about 0.5% of transitions, so a uniform pool of 2,048 windows holds a few dozen); each window
    carries an importance weight that makes the weighted pool the uniform one again, so the
    heads stay calibrated (their termination probability is what sampled deaths draw from).
-2. **Fit.** ``fit_heads`` trains the heads on batches of generated and real transitions of the
-   pool (``real_weight`` weighs the real part), with the heads' own losses (two-hot reward,
-   termination BCE). The reward head then predicts the expected reward given what the model
-   shows, which is what an agent trained in imagination should maximise.
+2. **Fit.** ``fit_heads`` (``worldsim/training/heads_refit.py``) trains the heads on batches of
+   generated and real transitions of the pool (``real_weight`` weighs the real part), with the
+   heads' own losses (two-hot reward, termination BCE). The reward head then predicts the
+   expected reward given what the model shows, which is what an agent trained in imagination
+   should maximise.
 3. **Scores.** ``event_scores`` counts, for coins (reward > 0.5), losses (reward < -0.5) and
    terminations, how many the heads find (recall) and how many of their calls are right
    (precision) on a pool's real or generated clips, plus the mean predicted reward against the
@@ -26,8 +27,9 @@ module fits the heads to what they will read:
    gives the same figures for the dynamics' own readout (``worldsim/readout.py``), which
    ``build_pool`` records while it generates the windows.
 
-The quickstart runs this as its ``heads`` step on the training episodes and scores a held-out
-pool before and after.
+This module holds the pool and the scores; the quickstart runs the fit as its ``heads`` step
+(``worldsim/training/heads_refit.py``) on the training episodes and scores a held-out pool
+before and after.
 
 einops legend: n windows, t frames of a clip (1 + horizon), c latent channels, h w latent grid.
 """
@@ -218,50 +220,6 @@ def _ends_terminal(latent_store, e: int) -> bool:
     return "terminated" in steps and len(steps["terminated"]) > 0 and bool(steps["terminated"][-1])
 
 
-def fit_heads(
-    heads,
-    pool: RolloutPool,
-    *,
-    steps: int = 2000,
-    batch: int = 64,
-    lr: float = 1e-3,
-    real_weight: float = 0.5,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> list[dict[str, float]]:
-    """Train ``heads`` in place on the pool's generated clips (and ``real_weight`` x its real
-    ones). Returns the loss every 100 steps."""
-    if len(pool) == 0:
-        raise ValueError("fit_heads: the pool is empty")
-    heads = heads.to(device).train()
-    opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    g = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("fitting heads on rollouts", total=steps)
-        for step in range(steps):
-            part = pool.take(torch.randint(len(pool), (min(batch, len(pool)),), generator=g))
-            a = map_actions(part.actions, lambda x: x.to(device))
-            r, te = part.rewards.to(device), part.terminated.to(device)
-            w = None if part.weights is None else part.weights.to(device)
-            gen = heads.loss(part.generated.to(device), a, r, te, weights=w)
-            loss = gen["loss"]
-            if real_weight > 0:
-                loss = loss + real_weight * heads.loss(part.real.to(device), a, r, te, weights=w)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(heads.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            if step % 100 == 0 or step == steps - 1:
-                history.append({"step": step, "loss": loss.item(), "generated_loss": gen["loss"].item()})
-            bar.advance(task)
-    heads.eval()
-    return history
-
-
 def _scores(reward: torch.Tensor, termination_prob: torch.Tensor, pool: RolloutPool) -> dict:
     """Event counts of predictions ``[n * (t - 1)]`` against the pool's rewards and endings."""
     y, yt = pool.rewards.flatten(), pool.terminated.flatten()
@@ -330,4 +288,4 @@ def readout_scores(pool: RolloutPool, dynamics=None, *, context_noise: float = 0
     return _scores(torch.cat(rewards), torch.cat(probs), pool)
 
 
-__all__ = ["RolloutPool", "build_pool", "fit_heads", "event_scores", "readout_scores"]
+__all__ = ["RolloutPool", "build_pool", "event_scores", "readout_scores"]

@@ -11,11 +11,11 @@ Steps, each skipped when its output already exists (so an interrupted quickstart
    label every transition with its code, score NMI and binding accuracy against the real
    actions where the data has them; with discrete real actions, also fit the action adapter
    (``worldsim/action_adapter.py``: the code a real action becomes in a given frame) into
-   ``<out>/lam/adapter``;
+   ``<out>/lam/adapter`` (``worldsim/training/adapter_fit.py``);
 4. ``dynamics``: train the DiT (and reward/termination heads) on the labelled cache and score
    rollouts on held-out episodes;
 5. ``heads``: when the data has rewards, fit the reward/termination heads on the dynamics'
-   own rollouts of training episodes (``worldsim/heads_on_rollouts.py``) into ``<out>/heads``,
+   own rollouts of training episodes (``worldsim/training/heads_refit.py``) into ``<out>/heads``,
    scoring coins, losses and terminations on held-out rollouts before and after;
 6. ``bundle``: gather the networks, latent statistics, action binding, action adapter and ``bundle_contexts``
    start contexts into ``<out>/bundle`` (rebuilt when a trained file is newer than it, so a
@@ -36,13 +36,28 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.table import Table
 
 from worldsim.actions import trained_source
+from worldsim.binding import ActionBinding
+from worldsim.bundle import save_bundle
 from worldsim.cli import run_command
 from worldsim.config import ConfigError, world_options
+from worldsim.data import EpisodeStore, frames_to_tensor, tensor_to_frames
 from worldsim.data.atomic import atomic_write_json
+from worldsim.data.latent_store import LatentStore
+from worldsim.evaluation import sample_windows
+from worldsim.rollout import generate, policy_actions, real_vs_model, write_rollout
+from worldsim.simulator import load_simulator
+from worldsim.training.adapter_fit import fit_adapter_step
+from worldsim.training.heads_refit import fit_heads_step
+from worldsim.training.reuse import reuse_autoencoder, reuse_lam
+from worldsim.training.stages import split_episodes
+from worldsim.training.train import run as train
+from worldsim.video import save_frame_strip, save_video
 from worldsim.weights import load_network, read_meta
 
 console = Console()
@@ -77,8 +92,6 @@ def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> Dic
 def step_device(cfg: DictConfig) -> str:
     """The device of the steps that train outside Lightning (the action adapter, the heads on
     rollouts): the trainer's, so ``trainer=gpu`` puts the whole quickstart on the GPU."""
-    import torch
-
     accelerator = str(cfg.trainer.accelerator)
     if accelerator in ("gpu", "cuda"):
         if not torch.cuda.is_available():
@@ -103,8 +116,6 @@ def _once(run_dir: Path, make) -> dict:
 
 def _train(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> dict:
     """Train one stage unless it finished before; returns the summary."""
-    from worldsim.training.train import run as train
-
     return _once(run_dir, lambda: train(_stage_config(cfg, stage, run_dir, data)))
 
 
@@ -126,9 +137,6 @@ def _collect(cfg: DictConfig, store: Path) -> dict:
 
 
 def run(cfg: DictConfig) -> dict:
-    from worldsim.data import EpisodeStore
-    from worldsim.video import save_video
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
@@ -173,8 +181,6 @@ def run(cfg: DictConfig) -> dict:
     # 2. autoencoder ------------------------------------------------------------------------------
     console.rule("[bold]2. autoencoder")
     if cfg.autoencoder_from is not None:  # an earlier run's network encodes this data
-        from worldsim.training.reuse import reuse_autoencoder
-
         ae = _once(out / "autoencoder", lambda: reuse_autoencoder(
             cfg.autoencoder_from, out / "autoencoder", store_dir, val_episodes=int(cfg.data.val_episodes),
             val_clips=int(cfg.data.val_clips), seed=int(cfg.data.seed), device=step_device(cfg),
@@ -192,8 +198,6 @@ def run(cfg: DictConfig) -> dict:
     # 3. latent action model --------------------------------------------------------------------
     console.rule("[bold]3. latent action model")
     if cfg.lam_from is not None:  # an earlier run's network labels this data
-        from worldsim.training.reuse import reuse_lam
-
         lam = _once(out / "lam", lambda: reuse_lam(
             cfg.lam_from, out / "lam", latents, store_dir, val_episodes=int(cfg.data.val_episodes),
             seed=int(cfg.data.seed), device=step_device(cfg)))
@@ -202,7 +206,7 @@ def run(cfg: DictConfig) -> dict:
     for key in ("nmi", "binding_accuracy_100", "codebook_used", "codebook_size"):
         metrics[key] = lam.get(key)
     metrics["train_seconds"]["lam"] = lam.get("train_seconds")
-    adapter = fit_adapter_step(cfg, out, latents)
+    adapter = fit_adapter_step(cfg, out, latents, device=step_device(cfg))
     if adapter:
         metrics["action_adapter"] = {k: adapter.get(k) for k in ("val_accuracy", "binding_val_accuracy")}
         metrics["train_seconds"]["action_adapter"] = adapter.get("train_seconds")
@@ -224,7 +228,7 @@ def run(cfg: DictConfig) -> dict:
 
     # 5. reward / termination heads on the dynamics' own rollouts -------------------------------
     console.rule("[bold]5. heads on rollouts")
-    heads = fit_heads_step(cfg, out, latents)
+    heads = fit_heads_step(cfg, out, latents, device=step_device(cfg))
     if heads:
         metrics["heads_on_rollouts"] = {k: heads[k] for k in ("before", "after", "readout") if k in heads}
         metrics["train_seconds"]["heads"] = heads.get("train_seconds")
@@ -245,9 +249,6 @@ def run(cfg: DictConfig) -> dict:
     metrics.update(measure_fps(bundle_dir))
     rollout_path = out / "rollout.mp4"
     if not rollout_path.exists():
-        from worldsim.rollout import generate, policy_actions, write_rollout
-        from worldsim.simulator import load_simulator
-
         sim = load_simulator(bundle_dir, world_options(cfg))
         rng = np.random.default_rng(int(cfg.seed))
         acts = policy_actions("sticky", sim.num_actions(), 64, 4, stickiness=0.8, rng=rng)
@@ -255,8 +256,6 @@ def run(cfg: DictConfig) -> dict:
     console.print(f"rollout video: {rollout_path}")
     strip_path = out / "rollout_strip.png"
     if not strip_path.exists():
-        from worldsim.simulator import load_simulator
-
         sim = load_simulator(bundle_dir, world_options(cfg))
         write_strip(sim, store, latents, strip_path, val_episodes=int(cfg.data.val_episodes))
     console.print(f"real vs model: {strip_path}")
@@ -273,11 +272,6 @@ def run(cfg: DictConfig) -> dict:
 def write_strip(sim, store, latents_dir: Path, path: Path, *, val_episodes: int, steps: int = 8) -> Path:
     """``path``: a PNG of two rows, the real frames of a held-out episode's first window and the
     model's replay of them (teacher-forced with the actions the dynamics was trained on)."""
-    from worldsim.data.latent_store import LatentStore
-    from worldsim.rollout import real_vs_model
-    from worldsim.training.stages import split_episodes
-    from worldsim.video import save_frame_strip
-
     _, val_ids = split_episodes(len(store), val_episodes, str(latents_dir))
     episode = val_ids[0] if val_ids else len(store) - 1
     n = min(store.episode_length(episode), sim.context_frames + steps)
@@ -291,8 +285,6 @@ def write_strip(sim, store, latents_dir: Path, path: Path, *, val_episodes: int,
 
 def summary_table(metrics: dict):
     """The quickstart's headline figures as a rich table (every figure: ``metrics.json``)."""
-    from rich.table import Table
-
     def db(x) -> str:
         return "n/a" if x is None else f"{x:.2f} dB"
 
@@ -326,106 +318,6 @@ def next_commands(bundle_dir: Path, out: Path) -> list[str]:
             "  # plan in it, act in the real game", f"  worldsim plan bundle={bundle_dir}"]
 
 
-def fit_adapter_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
-    """Fit the action adapter (``<out>/lam/adapter``) when the data has discrete real actions and
-    the LAM a binding; returns its summary (``{}`` when skipped). Skipped when its summary exists."""
-    from worldsim.action_adapter import fit_action_adapter
-    from worldsim.binding import ActionBinding
-    from worldsim.data.latent_store import LatentStore
-    from worldsim.training.stages import split_episodes
-    from worldsim.weights import save_weights
-
-    run_dir, ac = out / "lam" / "adapter", cfg.action_adapter
-    lam_summary = json.loads((out / "lam" / "summary.json").read_text())
-    if "binding" not in lam_summary or int(ac.steps) <= 0:
-        console.print("no action adapter (no discrete real actions in the data, or action_adapter.steps=0)")
-        return {}
-    if (run_dir / "summary.json").exists():
-        console.print(f"done already: {run_dir}")
-        return json.loads((run_dir / "summary.json").read_text())
-    started = time.perf_counter()
-    binding = ActionBinding.from_dict(lam_summary["binding"])
-    latents = LatentStore(latents_dir)
-    train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
-    adapter, summary = fit_action_adapter(
-        latents, train_ids, val_ids, num_actions=binding.num_actions, num_codes=binding.num_codes,
-        binding=binding, samples=int(ac.samples), steps=int(ac.steps), batch=int(ac.batch), lr=float(ac.lr),
-        hidden=int(ac.hidden), seed=int(cfg.seed), device=step_device(cfg), progress=bool(cfg.progress))
-    save_weights(adapter, adapter.cfg, run_dir, "action_adapter")
-    summary["train_seconds"] = time.perf_counter() - started
-    atomic_write_json(run_dir / "summary.json", summary)
-    if "val_accuracy" in summary:
-        console.print(f"action adapter: held-out code accuracy {summary['val_accuracy']:.3f} "
-                      f"(one code per action: {summary.get('binding_val_accuracy', float('nan')):.3f})")
-    return summary
-
-
-REFIT_CHOICES = ("auto", "true", "false")
-
-
-def fit_heads_step(cfg: DictConfig, out: Path, latents_dir: Path) -> dict:
-    """Refit the dynamics stage's heads on the dynamics' rollouts (``<out>/heads``); returns its
-    summary, or ``{}`` when there are no heads (data without rewards). With
-    ``heads_rollouts.steps`` 0 nothing is refitted, and a dynamics with a readout is only scored
-    on the held-out rollouts (``summary["readout"]``). Skipped when ``<out>/heads/summary.json``
-    exists."""
-    from worldsim.data.latent_store import LatentStore
-    from worldsim.heads_on_rollouts import build_pool, event_scores, fit_heads, readout_scores
-    from worldsim.training.stages import split_episodes
-    from worldsim.weights import save_weights
-
-    run_dir, dyn_dir = out / "heads", out / "dynamics" / "model"
-    hr = cfg.heads_rollouts
-    has_readout = bool(read_meta(dyn_dir, "dynamics")["config"].get("readout"))
-    choice = str(hr.refit).lower()
-    if choice not in REFIT_CHOICES:
-        raise ValueError(f"heads_rollouts.refit must be one of {REFIT_CHOICES}, got {hr.refit!r}")
-    # the Simulator reads rewards from the readout when the dynamics has one: refit the heads
-    # only where they are what the Simulator uses, unless asked
-    refit = int(hr.steps) > 0 and (choice == "true" or (choice == "auto" and not has_readout))
-    if not (dyn_dir / "heads.json").exists() or not (refit or has_readout):
-        console.print("no reward heads to refit (data without rewards, or heads_rollouts.steps=0)")
-        return {}
-    if (run_dir / "summary.json").exists():
-        console.print(f"done already: {run_dir}")
-        return json.loads((run_dir / "summary.json").read_text())
-    started = time.perf_counter()
-    device = step_device(cfg)
-    latents = LatentStore(latents_dir)
-    dynamics, heads = load_network(dyn_dir, "dynamics").to(device), load_network(dyn_dir, "heads").to(device)
-    source = trained_source(read_meta(dyn_dir, "dynamics"))
-    train_ids, val_ids = split_episodes(len(latents), int(cfg.data.val_episodes), str(latents_dir))
-    common = dict(context=int(hr.context), horizon=int(hr.horizon), action_source=source,
-                  sampler_steps=int(hr.sampler_steps), device=device, progress=bool(cfg.progress))
-    val = (build_pool(dynamics, latents, val_ids, windows=int(hr.val_windows), seed=int(cfg.seed) + 1, **common)
-           if val_ids else None)
-    summary: dict = {"action_source": source, **{k: hr[k] for k in hr}}
-    if val is not None:
-        summary["before"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
-        if val.readout_reward is not None:
-            summary["readout"] = readout_scores(val)
-    if refit:
-        pool = build_pool(dynamics, latents, train_ids, windows=int(hr.windows), seed=int(cfg.seed),
-                          end_fraction=float(hr.end_fraction), **common)
-        summary["windows"] = len(pool)
-        summary["history"] = fit_heads(heads, pool, steps=int(hr.steps), batch=int(hr.batch), lr=float(hr.lr),
-                                       real_weight=float(hr.real_weight), seed=int(cfg.seed),
-                                       device=device, progress=bool(cfg.progress))
-        if val is not None:
-            summary["after"] = {w: event_scores(heads, val, w) for w in ("real", "generated")}
-        save_weights(heads, heads.cfg, run_dir / "model", "heads")
-    summary["train_seconds"] = time.perf_counter() - started
-    atomic_write_json(run_dir / "summary.json", summary)
-    if val is not None:
-        rows = [(f"heads {key}", summary[key]["generated"]) for key in ("before", "after") if key in summary]
-        rows += [("dynamics readout", summary["readout"])] if "readout" in summary else []
-        for name, gen in rows:
-            console.print(f"held-out rollouts, {name}: predicted reward/step {gen['predicted_reward_per_step']:.4f} "
-                          f"(true {gen['reward_per_step']:.4f}), coins precision {gen['coin']['precision']:.2f} "
-                          f"recall {gen['coin']['recall']:.2f}")
-    return summary
-
-
 BUNDLE_INPUTS = ("autoencoder/model", "lam/model", "lam/summary.json", "lam/adapter", "dynamics/model", "heads/model")
 
 
@@ -448,14 +340,6 @@ def stale_input(out: Path, bundle_dir: Path) -> Path | None:
 def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path, *, seed: int,
                 game: str | None, num_contexts: int = 8, context_frames: int = 2) -> Path:
     """Gather the trained stages of a quickstart run into a simulator bundle."""
-    import torch
-
-    from worldsim.binding import ActionBinding
-    from worldsim.bundle import save_bundle
-    from worldsim.data import EpisodeStore
-    from worldsim.data.latent_store import LatentStore
-    from worldsim.evaluation import sample_windows
-
     store, latents = EpisodeStore(store_dir, create=False), LatentStore(latents_dir)
     ae = load_network(out / "autoencoder" / "model", "autoencoder")
     source = trained_source(read_meta(out / "dynamics" / "model", "dynamics"))
@@ -479,8 +363,6 @@ def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path,
     for e, s0 in picks:
         x = store.read_frames(e, s0, s0 + context_frames)
         if x.shape[1:3] != size:
-            from worldsim.data import frames_to_tensor, tensor_to_frames
-
             x = tensor_to_frames(torch.nn.functional.interpolate(frames_to_tensor(x), size=size, mode="area"))
         frames.append(x)
         if source == "real":
@@ -498,10 +380,6 @@ def make_bundle(out: Path, bundle_dir: Path, store_dir: Path, latents_dir: Path,
 def measure_fps(bundle_dir: Path, steps: int = 24, batch: int = 64) -> dict:
     """Frames per second of the bundle's simulator with frames decoded: one world (the
     interactive case) and a batch of ``batch`` worlds."""
-    import torch
-
-    from worldsim.simulator import load_simulator
-
     out = {}
     for key, b in (("fps_single", 1), ("fps_batched", batch)):
         sim = load_simulator(bundle_dir, batch=b)
