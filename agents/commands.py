@@ -21,6 +21,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from agents.evaluate import compare_in_real_game
+from agents.imagination import train_in_imagination
+from agents.plan_eval import evaluate_planner
+from agents.rank import imagined_returns, write_rank
 from agents.trainer import TrainConfig
 from worldsim.config import ConfigError, require, world_options
 from worldsim.data.atomic import atomic_write_json
@@ -59,8 +63,6 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     a = cfg.agent
     if mode == "train":
-        from agents.imagination import train_in_imagination
-
         summary = train_in_imagination(
             bundle,
             out,
@@ -75,8 +77,6 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
         return summary
     if mode == "rank":
         return _rank(cfg, bundle, out)
-    from agents.evaluate import compare_in_real_game
-
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else out / "checkpoint.pt"
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint={checkpoint}: no such file; train first (mode=train)")
@@ -99,8 +99,6 @@ def agent(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _rank(cfg: DictConfig, bundle: Path, out: Path) -> dict[str, Any]:
-    from agents.rank import imagined_returns, write_rank
-
     r = cfg.rank
     policies = _container(r.policies) or []
     if not isinstance(policies, list):
@@ -126,8 +124,6 @@ def _rank(cfg: DictConfig, bundle: Path, out: Path) -> dict[str, Any]:
 
 def plan(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a planner in the real game; prints (and with ``out=FILE`` writes) the results."""
-    from agents.plan_eval import evaluate_planner
-
     if cfg.mode not in PLAN_MODES:
         raise ConfigError(f"mode={cfg.mode!r}: worldsim plan modes are {list(PLAN_MODES)}")
     try:

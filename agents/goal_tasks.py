@@ -27,6 +27,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs import make_env
+
 GOAL_GAMES = ("worldsim/Scroller-v0",)
 
 
@@ -48,8 +50,6 @@ class GoalTask:
 
     def make_env(self) -> gym.Env:
         """A fresh copy of the task's game; ``reset(seed=self.level_seed)`` gives the start."""
-        from envs import make_env
-
         return make_env(self.env_id, size=self.size, **self.env_kwargs)
 
 
@@ -73,8 +73,6 @@ def _game_task(
 ) -> GoalTask:
     """One task: the game says which tiles lie ``min_tiles``-``max_tiles`` moves from its start
     (``tiles_within``), how to walk there (``path_to``) and where that is (``tile_position``)."""
-    from envs import make_env
-
     env = make_env(env_id, size=size, **env_kwargs)
     try:
         for _ in range(100):

@@ -32,6 +32,7 @@ from agents.planners import (
     SimulatorModel,
 )
 from agents.real_game import code_table, resolve_game
+from envs import make_env
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.simulator import Simulator
 from worldsim.world_options import WorldOptions, preset
@@ -105,8 +106,6 @@ def run_return_episode(
     env_id: str, agent: PlanningAgent, codes: np.ndarray, *, seed: int, size: int, max_steps: int
 ) -> dict[str, Any]:
     """Play one episode planning for predicted return; the real return and timing."""
-    from envs import make_env
-
     env = make_env(env_id, size=size)
     try:
         frame, _ = env.reset(seed=seed)

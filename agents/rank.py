@@ -145,10 +145,10 @@ def imagined_returns(
 
 def write_rank(results: dict[str, Any], out_dir: str | os.PathLike) -> Path:
     """``rank.json`` (atomically) and ``rank.png`` (a bar per policy, std over batches)."""
-    import matplotlib
+    import matplotlib  # lazy, as in agents.trainer.plot_curves (import time, the Agg backend)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): the backend pyplot loads
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

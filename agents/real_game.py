@@ -34,6 +34,7 @@ import torch
 from agents.actor_critic import ActorCritic
 from agents.imagination import agent_config
 from agents.trainer import ActorCriticTrainer, TrainConfig
+from envs import BUILTIN_GAMES, make_env
 from worldsim.actions import ACTION_TYPES
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.data.clips import resize_frames
@@ -44,8 +45,6 @@ from worldsim.world_options import OBS_TYPES, WorldOptions
 def resolve_game(bundle: Bundle, env_id: str | None) -> str:
     """The real game of a bundle: ``env_id`` when given, else the bundle's ``meta["game"]`` when
     that names a known game, else the default built-in game."""
-    import envs
-
     if env_id:
         return env_id
     game = bundle.meta.get("game")
@@ -55,7 +54,7 @@ def resolve_game(bundle: Bundle, env_id: str | None) -> str:
         raise ValueError(
             f"bundle {bundle.path}: meta game {game!r} is not a registered game; pass env=ID"
         )
-    return envs.BUILTIN_GAMES[0]
+    return BUILTIN_GAMES[0]
 
 
 def code_table(bundle: Bundle) -> np.ndarray:
@@ -122,8 +121,6 @@ class RealGameSource:
         kwargs = dict(env_kwargs or {})
 
         def make() -> gym.Env:
-            from envs import make_env
-
             env = make_env(self.env_id, size=size, **kwargs)
             if max_episode_steps is not None:
                 env = gym.wrappers.TimeLimit(env, max_episode_steps)

@@ -150,7 +150,7 @@ class ProcgenEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
 
     def __init__(self, game: str, render_mode: str | None = None, **procgen_kwargs: Any) -> None:
-        try:
+        try:  # lazy: procgen is an optional extra (it needs numpy < 2)
             from procgen import ProcgenGym3Env
         except ImportError as err:
             raise _missing(
@@ -192,7 +192,7 @@ class CrafterEnv(gym.Env):
         length: int = 10000,
         render_mode: str | None = None,
     ) -> None:
-        try:
+        try:  # lazy: crafter is an optional extra
             import crafter
         except ImportError as err:
             raise _missing("crafter", "crafter") from err
@@ -221,7 +221,7 @@ class CrafterEnv(gym.Env):
 
 
 def _make_ale(env_id: str, frame_skip: int, kwargs: dict[str, Any]) -> gym.Env:
-    try:
+    try:  # lazy: ale-py is an optional extra (atari)
         import ale_py
     except ImportError as err:
         raise _missing("ale-py", "atari") from err
@@ -270,7 +270,7 @@ def make_env(env_id: str, *, size: int = 64, frame_skip: int = 1, **kwargs: Any)
     if match:
         env = ProcgenEnv(match.group(1), **kwargs)
     elif env_id.startswith("procgen_gym/"):
-        try:
+        try:  # lazy: procgen-gym is an optional extra
             import procgen_gym  # noqa: F401  (registers the procgen_gym/ ids)
         except ImportError as err:
             raise _missing("procgen-gym", "procgen", " (or use procgen:procgen-<game>-v0)") from err

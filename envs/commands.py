@@ -11,14 +11,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from envs import BUILTIN_GAMES
+from envs.record import record
 from worldsim.actions import POLICIES
 from worldsim.config import ConfigError, typed
+from worldsim.data.video_import import import_videos
 
 
 def resolve_env_id(env_cfg: DictConfig) -> str:
     """The gymnasium id of an ``env`` config node; ``id: null`` means the default built-in game."""
-    from envs import BUILTIN_GAMES
-
     return env_cfg.id if env_cfg.id is not None else BUILTIN_GAMES[0]
 
 
@@ -50,8 +51,6 @@ def collect(cfg: DictConfig) -> dict:
     size = typed(cfg, "env.size", int, minimum=8)
     progress = typed(cfg, "progress", bool)
     if cfg.videos is not None:
-        from worldsim.data.video_import import import_videos
-
         videos = Path(typed(cfg, "videos", str))
         if not videos.is_dir():
             raise ConfigError(f"videos={videos}: no such folder")
@@ -74,8 +73,6 @@ def collect(cfg: DictConfig) -> dict:
             f"episodes, {summary['frames_written']} frames written to {out}"
         )
         return summary
-    from envs.record import record
-
     summary = record(
         resolve_env_id(cfg.env),
         typed(cfg, "episodes", int, minimum=0),

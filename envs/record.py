@@ -32,6 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from envs.adapters import make_env
 from worldsim.actions import POLICIES
@@ -336,14 +337,6 @@ class _ProgressBar:
     """A rich progress bar: episodes done of the total, frames written per second."""
 
     def __init__(self, total: int, title: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
         self._progress = Progress(
             TextColumn(f"recording {title}"),
             BarColumn(),

@@ -6,7 +6,8 @@ from worldsim.version import __version__ as __version__
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy exports: importing ``worldsim`` stays cheap (no torch until a name is used).
+    # Lazy export: importing ``worldsim`` (as `worldsim --help` does) stays cheap: no torch
+    # (~2 s to import) until the name is used.
     if name == "load_simulator":
         from worldsim.simulator import load_simulator
 

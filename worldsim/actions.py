@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from worldsim.binding import ActionBinding
 from worldsim.nn.adaln import ACTION_EMBEDDINGS, ActionInput
@@ -196,8 +197,6 @@ class ActionSetup:
     def gym_space(self, action_type: str, where: str = "bundle"):
         """The gymnasium space of one world's actions of a type: ``Discrete(n)`` or the game's
         ``Box``."""
-        from gymnasium import spaces
-
         n = self.num_actions(action_type)
         if n is not None:
             return spaces.Discrete(n)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class InputError(ValueError):
@@ -77,11 +78,11 @@ def _rewrite_env_shortcut(overrides: list[str]) -> list[str]:
 
 def compose(command: str, overrides: list[str] | None = None) -> DictConfig:
     """Compose ``configs/<command>.yaml`` with hydra-style ``key=value`` overrides."""
+    # lazy: `worldsim --help` imports this module and never composes (hydra: 0.25 s to import)
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     overrides = _rewrite_env_shortcut(list(overrides or []))
     _refuse_renamed_keys(command, overrides)
@@ -142,6 +143,7 @@ def _store_world_presets() -> None:
     """Register each preset of ``worldsim.world_options.PRESETS`` as an option of the hydra
     group ``world``, typed by ``WorldOptions``: a command's ``world`` node then holds every
     field, with the preset's value, and no YAML file re-declares one."""
+    # lazy: hydra (see compose), and world_options imports torch (through actions, ~2 s)
     from hydra.core.config_store import ConfigStore
 
     from worldsim.world_options import PRESETS
@@ -156,6 +158,7 @@ def _store_world_presets() -> None:
 def world_options(cfg: DictConfig, key: str = "world"):
     """The :class:`~worldsim.world_options.WorldOptions` of a composed config's ``world`` node;
     a value it refuses raises :class:`ConfigError` naming ``world.<field>``."""
+    # lazy: world_options imports torch (see _store_world_presets)
     from worldsim.world_options import WorldOptions
 
     node = OmegaConf.to_container(require(cfg, key), resolve=True)
@@ -167,7 +170,7 @@ def world_options(cfg: DictConfig, key: str = "world"):
 
 def _base_config(command: str, overrides: list[str]) -> DictConfig | None:
     """The config composed without the offending override (inside an initialised hydra)."""
-    from hydra import compose as hydra_compose
+    from hydra import compose as hydra_compose  # lazy, as in compose
 
     for attempt in (overrides, []):
         try:

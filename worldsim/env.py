@@ -210,7 +210,7 @@ class WorldModelEnv(gym.Env):
         return None
 
     def _show(self, frame: np.ndarray) -> None:
-        import pygame
+        import pygame  # lazy: only render_mode="human" needs it (importing pygame prints a banner on stdout)
 
         big = frame.repeat(self.render_scale, 0).repeat(self.render_scale, 1)
         if self._window is None:
@@ -225,7 +225,7 @@ class WorldModelEnv(gym.Env):
 
     def close(self) -> None:
         if self._window is not None:
-            import pygame
+            import pygame  # lazy, as in _show: only a window needs pygame
 
             pygame.display.quit()
             self._window = None

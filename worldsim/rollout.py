@@ -22,8 +22,11 @@ import numpy as np
 import torch
 
 from worldsim.actions import POLICIES
+from worldsim.config import ConfigError, require, world_options
 from worldsim.data.clips import resize_frames
-from worldsim.simulator import Simulator
+from worldsim.simulator import Simulator, load_simulator
+from worldsim.video import grid as tile
+from worldsim.video import save_video
 
 
 def policy_actions(
@@ -72,9 +75,6 @@ def write_rollout(
     videos: np.ndarray, out: str | Path, *, fps: float, scale: int, grid: bool
 ) -> list[Path]:
     """Write ``videos [b, t, H, W, 3]`` as one grid video or one file per world."""
-    from worldsim.video import grid as tile
-    from worldsim.video import save_video
-
     out = Path(out)
     if grid or len(videos) == 1:
         ncols = math.ceil(math.sqrt(len(videos)))
@@ -108,9 +108,6 @@ def real_vs_model(
 
 def run(cfg) -> list[Path]:
     """``worldsim rollout``: the composed ``configs/rollout.yaml``."""
-    from worldsim.config import ConfigError, require, world_options
-    from worldsim.simulator import load_simulator
-
     if cfg.steps < 1 or cfg.num_worlds < 1:
         raise ConfigError(
             f"rollout: steps and num_worlds must be >= 1, got {cfg.steps}, {cfg.num_worlds}"

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from worldsim.bundle import Bundle
 from worldsim.data.episode import Episode
 
-if TYPE_CHECKING:
-    from worldsim.bundle import Bundle
 
 def _is_index(context: Any) -> bool:
     if context is None or isinstance(context, (int, np.integer)):
@@ -71,8 +71,6 @@ def start_context(
             acts = np.broadcast_to(acts, (m, *acts.shape))
         return frames, acts, "real" if acts is not None else None
     if isinstance(context, (str, os.PathLike)):
-        from PIL import Image
-
         path = Path(context)
         if not path.is_file():
             raise FileNotFoundError(f"Simulator.reset: no image file {path}")

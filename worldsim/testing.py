@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim import autoencoder as ae_mod
+from worldsim import dynamics as dyn_mod
+from worldsim import heads as heads_mod
 from worldsim.actions import ActionSetup
 from worldsim.autoencoder import Autoencoder
 from worldsim.binding import ActionBinding
@@ -34,10 +37,6 @@ def untrained_bundle(
     untrained weights cost the same FLOPs as trained ones). The dynamics and heads take the
     autoencoder's latent shape; the start contexts are random frames. With an ``action_space``
     (discrete), a binding fitted on random (code, action) pairs is included."""
-    from worldsim import autoencoder as ae_mod
-    from worldsim import dynamics as dyn_mod
-    from worldsim import heads as heads_mod
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     ae = Autoencoder(ae_mod.config_from_preset(preset))

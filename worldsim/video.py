@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from worldsim.data.atomic import atomic_path
 
@@ -61,7 +62,7 @@ def _pad_to_even(frames: np.ndarray) -> np.ndarray:
 
 
 def _moviepy_writer() -> Any:
-    try:
+    try:  # lazy: moviepy (0.3 s) fails to import without an ffmpeg; the error says how to get one
         from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
     except ImportError as exc:  # moviepy finds ffmpeg through imageio-ffmpeg unless FFMPEG_BINARY is set
         raise ImportError(
@@ -128,8 +129,6 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float, crf: int) -> None:
 
 
 def _write_gif(frames: np.ndarray, path: Path, fps: float) -> None:
-    from PIL import Image
-
     images = [Image.fromarray(frame) for frame in frames]
     duration = max(10, int(round(1000.0 / fps / 10.0)) * 10)  # gif stores centiseconds
     images[0].save(
@@ -161,8 +160,6 @@ def _pad_time(videos: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _label_strip(text: str, width: int, height: int) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
     img = Image.new("RGB", (width, height), (0, 0, 0))
     ImageDraw.Draw(img).text((2, max(0, (height - 11) // 2)), text, fill=(255, 255, 255))
     return np.asarray(img)
@@ -249,8 +246,6 @@ def save_image_grid(
     sep: int = 2,
 ) -> Path:
     """Write frames ``[n, h, w, 3]`` as one PNG grid (``ncols`` default: ceil(sqrt(n)))."""
-    from PIL import Image
-
     frames = as_frames(frames)
     ncols = ncols or math.ceil(math.sqrt(frames.shape[0]))
     image = grid(list(frames[:, None]), ncols, sep=sep)[0]  # each frame a one-frame video
@@ -271,8 +266,6 @@ def save_frame_strip(
 ) -> Path:
     """Write labelled rows of frames (``{label: [t, h, w, 3]}``, equal shapes) as one PNG: each
     row left to right, its label in white on a black column at its left."""
-    from PIL import Image, ImageDraw
-
     if not rows:
         raise ValueError("save_frame_strip: give at least one row")
     vids = [as_frames(v, f"strip row {name!r}") for name, v in rows.items()]

@@ -30,9 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim.config import require, world_options
+from worldsim.data import EpisodeStore
 from worldsim.data.episode import Episode
 from worldsim.metrics import psnr
-from worldsim.simulator import Simulator
+from worldsim.simulator import Simulator, load_simulator
+from worldsim.video import save_video
 
 LATENT_KEYS = {str((i + 1) % 10): i for i in range(10)}  # "1" -> 0, ..., "9" -> 8, "0" -> 9
 GAME_KEYS = {
@@ -288,8 +291,6 @@ class Viewer:
             self.frames = []
             return
         if self.frames:
-            from worldsim.video import save_video
-
             path = self.record_dir / f"play_{time.strftime('%Y%m%d_%H%M%S')}_{len(self.saved)}.mp4"
             shapes = {f.shape for f in self.frames}
             frames = (
@@ -316,7 +317,7 @@ class Viewer:
     # ------------------------------------------------------------------ pygame loop
     def run(self, max_frames: int | None = None) -> dict[str, Any]:
         """Open the window and play until quit (or ``max_frames`` frames); returns a summary."""
-        import pygame
+        import pygame  # lazy: only the window needs it (importing pygame prints a banner on stdout)
 
         pygame.init()
         pygame.display.set_caption(f"worldsim play: {self.sim.bundle.meta.get('game') or 'world'}")
@@ -369,8 +370,6 @@ class Viewer:
 
 def load_episode(spec: str) -> Episode:
     """``"STORE:INDEX"`` -> that episode of an :class:`~worldsim.data.EpisodeStore`."""
-    from worldsim.data import EpisodeStore
-
     store, sep, index = spec.rpartition(":")
     if not sep or not index.lstrip("-").isdigit():
         raise ValueError(f"episode must look like STORE:INDEX (e.g. data/collect:0), got {spec!r}")
@@ -381,9 +380,6 @@ def load_episode(spec: str) -> Episode:
 
 def run(cfg) -> dict[str, Any]:
     """``worldsim play``: the composed ``configs/play.yaml``."""
-    from worldsim.config import require, world_options
-    from worldsim.simulator import load_simulator
-
     sim = load_simulator(require(cfg, "bundle"), world_options(cfg), history=cfg.history)
     episode = load_episode(str(cfg.episode)) if cfg.episode else None
     viewer = Viewer(

@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from worldsim.actions import ACTION_TYPES
 
 OBS_TYPES = ("pixels", "latents")  # what an env returns: decoded frames or normalised latents
@@ -125,8 +127,6 @@ class WorldOptions:
     @property
     def dtype(self):
         """``precision`` as a ``torch.dtype``."""
-        import torch
-
         return getattr(torch, self.precision)
 
     def replace(self, **changes: Any) -> WorldOptions:

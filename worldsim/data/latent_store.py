@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import Progress
 
 from worldsim.data.atomic import atomic_write_json, is_temp_file
 from worldsim.data.episode import STEP_FIELDS, Episode, frames_to_tensor
@@ -186,8 +187,6 @@ def encode_store(
     todo = range(len(items), n)
     bar = None
     if progress and len(todo):
-        from rich.progress import Progress
-
         bar = Progress(transient=True)
         bar.start()
         task = bar.add_task(f"encoding {len(todo)} episodes -> {root}", total=len(todo))

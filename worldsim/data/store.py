@@ -36,12 +36,15 @@ import json
 import os
 import re
 import warnings
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from worldsim.data.atomic import atomic_write_json, is_temp_file
 from worldsim.data.episode import STEP_FIELDS, Episode
@@ -213,8 +216,6 @@ class ArrayStore:
         ``full=True`` also reads every member and checks its CRC (reads the whole store).
         Returns ``{file: reason}`` for the shards that fail; nothing is modified.
         """
-        import zipfile
-
         bad: dict[str, str] = {}
         for entry in self._entries:
             path = self.root / entry["file"]
@@ -504,9 +505,6 @@ class EpisodeStore(ArrayStore):
 
     def print_summary(self, console: Any = None) -> None:
         """Print ``summary()`` as a rich table."""
-        from rich.console import Console
-        from rich.table import Table
-
         table = Table(title=f"EpisodeStore {self.root}", show_header=False)
         table.add_column("field", style="bold")
         table.add_column("value")

@@ -31,7 +31,10 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import imageio_ffmpeg
 import numpy as np
+from PIL import Image, ImageSequence
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from worldsim.data.episode import Episode
 from worldsim.data.store import INDEX_NAME, EpisodeStore
@@ -56,12 +59,6 @@ def _decode_ffmpeg(
     path: Path,
 ) -> tuple[float, tuple[int, int], _Frames]:
     """Native fps, ``(H, W)`` and an iterator of ``(t_from, t_to, frame)`` for a video file."""
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ImportError(
-            "reading videos needs imageio-ffmpeg: pip install imageio-ffmpeg"
-        ) from exc
     gen = imageio_ffmpeg.read_frames(str(path))
     meta = next(gen)  # raises for a file ffmpeg cannot open
     w, h = (int(s) for s in meta["size"])
@@ -120,8 +117,6 @@ def _decode_gif(
     path: Path,
 ) -> tuple[float, tuple[int, int], _Frames]:
     """Native fps (from the most common delay), ``(H, W)`` and ``(t_from, t_to, frame)``."""
-    from PIL import Image, ImageSequence
-
     image = Image.open(path)
     delays = []
     for frame in ImageSequence.Iterator(image):
@@ -161,8 +156,6 @@ def center_crop_resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.nd
     """Centre-crop uint8 ``[h, w, 3]`` to the aspect of ``size = (H, W)``, then resize to it."""
     if size is None:
         return frame
-    from PIL import Image
-
     h, w = frame.shape[:2]
     th, tw = size
     if w * th > h * tw:  # too wide: crop columns
@@ -359,8 +352,6 @@ def _import_all(
     progress: bool,
 ) -> dict[str, Any]:
     """The loop of ``import_videos`` over ``files``; returns its summary."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     done = _parts_in_store(store)
     summary: dict[str, Any] = {
         "files": len(files),

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from worldsim.data.atomic import atomic_path
 from worldsim.training.base import TrainingDiverged
+from worldsim.video import save_image_grid, save_video
 
 LAST = "last.ckpt"
 
@@ -146,8 +147,6 @@ class SampleImages(L.Callback):
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0 or not hasattr(pl_module, "make_samples"):
             return
-        from worldsim.video import save_image_grid, save_video
-
         was_training = pl_module.training
         pl_module.eval()
         try:

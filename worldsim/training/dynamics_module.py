@@ -12,7 +12,9 @@ from torch import nn
 
 from worldsim import flow
 from worldsim.actions import model_input
+from worldsim.data import tensor_to_frames
 from worldsim.training.base import OptimConfig, StageModule
+from worldsim.video import grid
 
 
 class DynamicsModule(StageModule):
@@ -90,9 +92,6 @@ class DynamicsModule(StageModule):
         clip's own actions from its first two frames."""
         if not self._decoder or not hasattr(self, "latent_mean"):
             return {}
-        from worldsim.data import tensor_to_frames
-        from worldsim.video import grid
-
         decoder = self._decoder[0].to(self.device)
         z = batch["latents"][:4].to(self.device)
         acts = self.action_input({k: (v[:4].to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from worldsim.data import frames_to_tensor
+from worldsim.metrics import codebook_usage, normalized_mutual_information
 from worldsim.training.base import StageModule
 
 
@@ -24,8 +25,6 @@ class LatentActionModule(StageModule):
 
     @torch.no_grad()
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
-        from worldsim.metrics import codebook_usage, normalized_mutual_information
-
         codes = self.net.infer_actions(self.clip(batch))  # b t-1
         usage = codebook_usage(codes.cpu(), self.net.cfg.num_codes)
         out = {"perplexity": torch.tensor(usage["perplexity"]), "codes_used": torch.tensor(float(usage["codes_used"]))}

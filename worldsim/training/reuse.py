@@ -23,7 +23,13 @@ import time
 from pathlib import Path
 
 from worldsim.config import ConfigError
+from worldsim.data import ClipDataset, EpisodeStore
 from worldsim.data.atomic import atomic_write_json
+from worldsim.data.latent_store import LatentStore, encode_store
+from worldsim.latent_action import label_store, label_transitions
+from worldsim.training.autoencoder_module import AutoencoderModule
+from worldsim.training.base import OptimConfig
+from worldsim.training.stages import evaluate_reconstruction, lam_figures, split_episodes
 from worldsim.weights import WeightsError, load_network, read_meta
 
 
@@ -49,11 +55,6 @@ def copy_model(source_run: str | Path, run_dir: Path, name: str, key: str) -> Pa
 def reconstruction_scores(net, store, episodes: list[int], *, clips: int, seed: int, device: str) -> dict:
     """The autoencoder stage's held-out figures (``recon_psnr``, ``recon_ssim``) for ``net`` on
     ``clips`` frames drawn from ``episodes`` of ``store``."""
-    from worldsim.data import ClipDataset
-    from worldsim.training.autoencoder_module import AutoencoderModule
-    from worldsim.training.base import OptimConfig
-    from worldsim.training.stages import evaluate_reconstruction
-
     size = (net.cfg.frame_height, net.cfg.frame_width)
     clip = net.cfg.temporal_compression if net.cfg.temporal_compression > 1 else 1
     data = ClipDataset(store, clip, seed=seed, length=clips, episodes=episodes, resize=size, with_actions=False)
@@ -73,10 +74,6 @@ def reuse_autoencoder(
 ) -> dict:
     """``source_run``'s autoencoder encodes ``store_dir`` into ``run_dir/latents`` and is scored
     on its held-out episodes; returns the summary (also ``run_dir/summary.json``)."""
-    from worldsim.data import EpisodeStore
-    from worldsim.data.latent_store import encode_store
-    from worldsim.training.stages import split_episodes
-
     started = time.perf_counter()
     net = load_network(copy_model(source_run, run_dir, "autoencoder", "autoencoder_from"), "autoencoder").to(device)
     store = EpisodeStore(store_dir, create=False)
@@ -104,11 +101,6 @@ def reuse_lam(
     """``source_run``'s latent action model labels this run's transitions (saved in the latent
     cache for a latent-input LAM) and is scored on its held-out episodes; returns the summary
     (also ``run_dir/summary.json``)."""
-    from worldsim.data import EpisodeStore
-    from worldsim.data.latent_store import LatentStore
-    from worldsim.latent_action import label_store, label_transitions
-    from worldsim.training.stages import lam_figures, split_episodes
-
     started = time.perf_counter()
     net = load_network(copy_model(source_run, run_dir, "lam", "lam_from"), "lam").to(device)
     latent = net.cfg.input == "latent"

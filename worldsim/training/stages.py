@@ -12,14 +12,33 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from rich.console import Console
+from torch.utils.data import DataLoader
 
+from worldsim.actions import TRAIN_ACTION_SOURCES, ActionSetup
+from worldsim.autoencoder import Autoencoder, config_from_dict
+from worldsim.binding import ActionBinding, binding_accuracy_at_k
 from worldsim.config import ConfigError
+from worldsim.data import ClipDataset, EpisodeStore
 from worldsim.data.atomic import atomic_write_json
+from worldsim.data.latent_clips import LatentClipDataset
+from worldsim.data.latent_store import LatentStore, encode_store
+from worldsim.dynamics import DynamicsModel
+from worldsim.evaluation import heads_metrics, rollout_metrics
+from worldsim.heads import RewardTerminationHeads
+from worldsim.heads import config_from_preset as heads_preset
+from worldsim.latent_action import LatentActionModel, label_store, label_transitions
+from worldsim.metrics import codebook_usage, normalized_mutual_information
+from worldsim.training.autoencoder_module import AutoencoderModule
 from worldsim.training.base import Stage, StageModule, optim_config
 from worldsim.training.callbacks import trained_seconds
+from worldsim.training.dynamics_module import DynamicsModule
+from worldsim.training.lam_module import LatentActionModule
+from worldsim.weights import load_into, read_meta, save_weights
 
 TRAIN_LENGTH = 2**62  # clip datasets are pure functions of the index: epochs draw fresh windows
 
@@ -33,10 +52,6 @@ def split_episodes(num: int, val_episodes: int, store: str) -> tuple[list[int], 
 
 
 def build_autoencoder(cfg: DictConfig, run_dir: Path) -> Stage:
-    from worldsim.autoencoder import Autoencoder
-    from worldsim.data import ClipDataset, EpisodeStore
-    from worldsim.training.autoencoder_module import AutoencoderModule
-
     try:
         ae_cfg = instantiate(cfg.autoencoder)
     except Exception as err:  # hydra wraps the ValueError naming the unknown preset or field
@@ -54,9 +69,6 @@ def build_autoencoder(cfg: DictConfig, run_dir: Path) -> Stage:
     module = AutoencoderModule(Autoencoder(ae_cfg), optim_config(cfg.trainer))
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
-        from worldsim.data.latent_store import encode_store
-        from worldsim.weights import save_weights
-
         seconds = trained_seconds(trainer)
         net = module.net.eval()
         save_weights(net, net.cfg, run_dir / "model", "autoencoder")
@@ -81,8 +93,6 @@ def build_autoencoder(cfg: DictConfig, run_dir: Path) -> Stage:
 @torch.no_grad()
 def evaluate_reconstruction(module, dataset, batch_size: int = 64) -> dict[str, float]:
     """Mean PSNR/SSIM of the module's reconstructions over a held-out dataset."""
-    from torch.utils.data import DataLoader
-
     psnrs, ssims = [], []
     for batch in DataLoader(dataset, batch_size=batch_size):
         batch = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -103,8 +113,6 @@ def _instantiate(node: DictConfig, what: str, **fields):
 
 
 def _latent_store(cfg: DictConfig):
-    from worldsim.data.latent_store import LatentStore
-
     path = cfg.data.latents
     if path is None:
         raise ConfigError("data.latents is not set: pass data.latents=<autoencoder run_dir>/latents "
@@ -121,11 +129,6 @@ def _action_meta(latent_store) -> dict | None:
 
 
 def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
-    from worldsim.data import ClipDataset, EpisodeStore
-    from worldsim.data.latent_clips import LatentClipDataset
-    from worldsim.latent_action import LatentActionModel
-    from worldsim.training.lam_module import LatentActionModule
-
     lam_cfg = _instantiate(cfg.lam, "lam")
     seed = int(cfg.data.seed)
     if lam_cfg.input == "latent":
@@ -144,9 +147,6 @@ def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
     module = LatentActionModule(LatentActionModel(lam_cfg), optim_config(cfg.trainer))
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
-        from worldsim.latent_action import label_store, label_transitions
-        from worldsim.weights import save_weights
-
         seconds = trained_seconds(trainer)
         net = module.net.eval()
         save_weights(net, net.cfg, run_dir / "model", "lam")
@@ -164,12 +164,6 @@ def build_lam(cfg: DictConfig, run_dir: Path) -> Stage:
 def lam_figures(labels: list, source, val_ids: list[int], num_codes: int, seed: int) -> dict:
     """Codebook use over all transitions; NMI and binding accuracy at 10/100/1000 labelled
     transitions on the held-out episodes where the data has discrete real actions."""
-    import numpy as np
-    from rich.console import Console
-
-    from worldsim.binding import ActionBinding, binding_accuracy_at_k
-    from worldsim.metrics import codebook_usage, normalized_mutual_information
-
     usage = codebook_usage(np.concatenate(labels), num_codes)
     out: dict = {"codebook_perplexity": usage["perplexity"], "codebook_used": usage["codes_used"],
                  "codebook_size": num_codes}
@@ -202,14 +196,6 @@ def _auto_actions(latents, space: dict | None) -> str:
 
 
 def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
-    from worldsim.actions import TRAIN_ACTION_SOURCES, ActionSetup
-    from worldsim.autoencoder import Autoencoder, config_from_dict
-    from worldsim.data.latent_clips import LatentClipDataset
-    from worldsim.dynamics import DynamicsModel
-    from worldsim.heads import RewardTerminationHeads
-    from worldsim.heads import config_from_preset as heads_preset
-    from worldsim.training.dynamics_module import DynamicsModule
-
     latents = _latent_store(cfg)
     mode = cfg.action_source
     if mode not in TRAIN_ACTION_SOURCES:
@@ -225,8 +211,6 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
             raise ConfigError(f"action_source={mode}: {cfg.data.latents} has no latent action labels; train "
                               "the lam stage on this cache first (it writes them)")
         if cfg.data.lam_model:  # the LAM that wrote the labels knows its codebook size
-            from worldsim.weights import read_meta
-
             codes = int(read_meta(cfg.data.lam_model, "lam")["config"]["num_codes"])
         else:
             codes = int(_instantiate(cfg.lam, "lam").num_codes)
@@ -252,8 +236,6 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
     ae = Autoencoder(config_from_dict(latents.autoencoder_config)).eval()
     ae_dir = Path(cfg.data.latents).parent / "model"
     if (ae_dir / "autoencoder.safetensors").exists():
-        from worldsim.weights import load_into
-
         load_into(ae, ae_dir, "autoencoder")
     else:
         ae = None
@@ -269,10 +251,6 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
                             sample_steps=int(cfg.world.sampler_steps), loss_kwargs={"self_forcing": float(cfg.self_forcing)})
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
-        from worldsim.data import EpisodeStore
-        from worldsim.evaluation import heads_metrics, rollout_metrics
-        from worldsim.weights import save_weights
-
         seconds = trained_seconds(trainer)
         ema = module.ema.eval()
         save_weights(ema, dyn_cfg, run_dir / "model", "dynamics", extra={"action_source": mode})
