@@ -1,9 +1,10 @@
-"""No import cycle among the project's modules (worldsim, agents, envs).
+"""No import cycle among the project's modules (worldsim, agents, envs), and no import that goes up
+a floor (``FLOORS``, the picture of docs/architecture.md).
 
 The graph holds every ``import`` of a module, at the top of the file and inside functions alike
 (a function-level import only hides a cycle, it does not remove it); ``import pkg`` counts as an
 import of ``pkg/__init__.py``, ``from pkg import mod`` as one of ``pkg/mod.py``. Run it alone with
-``python -m pytest -q tests/test_imports.py``; it prints each cycle it finds.
+``python -m pytest -q tests/test_imports.py``; it prints each cycle and each upward import it finds.
 """
 
 from __future__ import annotations
@@ -122,3 +123,75 @@ def test_no_import_cycles():
 def test_a_cycle_is_found():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycles(graph) == [["a", "b", "c"]]
+
+
+#: The floors of docs/architecture.md ("Floors: the dependency direction"), bottom to top. A module
+#: imports modules of its own floor and of the floors below, never of a floor above. A name ending
+#: in ``.*`` places a package and every module in it; the longest name that matches wins.
+FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ground", ("worldsim.data.*", "worldsim.video", "worldsim.metrics", "worldsim.binding",
+                "worldsim.presets", "worldsim.context_file", "worldsim.version")),
+    ("nn", ("worldsim.nn.*",)),
+    ("models", ("worldsim.autoencoder", "worldsim.latent_action", "worldsim.dynamics", "worldsim.heads",
+                "worldsim.readout", "worldsim.action_adapter", "worldsim.actions", "worldsim.networks",
+                "worldsim.weights")),
+    ("process", ("worldsim.flow", "worldsim.evaluation", "worldsim.heads_on_rollouts")),
+    ("world", ("worldsim", "worldsim.simulator", "worldsim.start_context", "worldsim.bundle",
+               "worldsim.world_options", "worldsim.config", "worldsim.testing")),
+    ("front", ("worldsim.env", "worldsim.viewer", "worldsim.rollout", "envs.*")),
+    ("agents", ("agents.*",)),
+    ("training", ("worldsim.training.*",)),  # at the side: reaches down to TRAINING_REACHES
+    ("commands", ("worldsim.cli", "worldsim.quickstart", "worldsim.data.summary", "envs.commands",
+                  "agents.commands")),
+)
+TRAINING_REACHES = "world"
+FLOOR_NAMES = [name for name, _ in FLOORS]
+
+
+def floor_of(module: str) -> str | None:
+    """The floor ``FLOORS`` places ``module`` on (``None``: nowhere)."""
+    best, found = -1, None
+    for floor, names in FLOORS:
+        for name in names:
+            base = name.removesuffix(".*")
+            hit = module == base or (name.endswith(".*") and module.startswith(base + "."))
+            if hit and len(base) > best:
+                best, found = len(base), floor
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of a module of a higher floor (and each of ``training/`` above
+    ``TRAINING_REACHES``), as ``a (floor) -> b (floor)``."""
+    out = []
+    for a in sorted(graph):
+        fa = floor_of(a)
+        if fa is None:  # test_every_module_has_a_floor_and_every_floor_name_a_module says so
+            continue
+        top = TRAINING_REACHES if fa == "training" else fa
+        for b in sorted(graph[a]):
+            fb = floor_of(b)
+            if fb is not None and fb != fa and FLOOR_NAMES.index(fb) > FLOOR_NAMES.index(top):
+                out.append(f"{a} ({fa}) -> {b} ({fb})")
+    return out
+
+
+def test_every_module_has_a_floor_and_every_floor_name_a_module():
+    modules = module_files()
+    assert [m for m in modules if floor_of(m) is None] == []
+    for _, names in FLOORS:
+        for name in names:
+            base = name.removesuffix(".*")
+            assert any(m == base or m.startswith(base + ".") for m in modules), name
+
+
+def test_no_module_imports_a_higher_floor():
+    ups = upward_imports(import_graph())
+    assert not ups, "\n".join(ups)
+
+
+def test_an_upward_import_is_found():
+    graph = {"worldsim.nn.adaln": {"worldsim.simulator"}, "worldsim.training.stages": {"agents.rank"},
+             "worldsim.simulator": {"worldsim.flow"}, "worldsim.quickstart": {"worldsim.training.train"}}
+    assert upward_imports(graph) == ["worldsim.nn.adaln (nn) -> worldsim.simulator (world)",
+                                     "worldsim.training.stages (training) -> agents.rank (agents)"]
