@@ -25,7 +25,7 @@ Usage::
     python benchmarks/bench_agents.py --bundle runs/quickstart/bundle --updates 1000 \
         --train-seeds 0 1 2 --world-frames 20947 --planner none
     python benchmarks/bench_agents.py --updates 5 --out /tmp/agents.json   # smoke run
-    # the medium configuration of docs/agents.md (16 worlds, bf16 world model, lr 1e-3):
+    # the agent=medium settings (16 worlds, bf16 world model, lr 1e-3, termination_scale 3):
     python benchmarks/bench_agents.py --bundle runs/big/dm_out/bundle_ad --num-envs 16 \
         --lr 1e-3 --termination-scale 3 --precision bfloat16 --out /tmp/agents_medium.json
     # -> docs/results/agents.json (+ agents.png): {game id: {imagination_return, real_return,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the `medium` world of docs/agents.md on a GPU machine that reaches no package index, and
+# Build the `medium` world (experiment=medium) on a GPU machine that reaches no package index, and
 # pack its bundle for the trip back (parts of at most 15 MiB under $OUT).
 #
 # Prepare on a machine with the project's .venv (the CPU one is fine):

@@ -1,6 +1,6 @@
 """Plot imagination-agent runs from a results JSON (no run directories needed).
 
-The JSON (e.g. ``docs/results/agents_medium_16.json``) holds, under ``runs``, one entry per
+The JSON (e.g. ``runs/agent_runs.json``) holds, under ``runs``, one entry per
 training run with ``imagined_curve`` (``[[update, rollout_return], ...]`` from its curve.csv)
 and ``real_game_by_update`` (``{update: {mean, std}}``, the real-game return of its snapshots),
 and ``baselines`` (``{label: mean}``, drawn as horizontal lines). Two panels: the return the
@@ -8,7 +8,7 @@ model paid per imagined rollout, and the return in the real game.
 
 Usage::
 
-    python benchmarks/plot_agent_runs.py docs/results/agents_medium_16.json  # -> same name .png
+    python benchmarks/plot_agent_runs.py runs/agent_runs.json  # -> runs/agent_runs.png
 """
 
 from __future__ import annotations

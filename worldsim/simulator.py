@@ -43,13 +43,12 @@ Implementation details:
 7. **Termination.** ``WorldOptions.termination="threshold"`` (default) ends a world when the head's
    probability exceeds 0.5; ``"sample"`` draws the end from that probability (Bernoulli, the
    Simulator's generator). A head that gives a real death p = 0.3 never ends a thresholded world
-   there, while a sampled world ends 30% of the time: agents learn to fear it (docs/agents.md).
+   there, while a sampled world ends 30% of the time: agents learn to fear it.
    ``termination_scale=k`` multiplies the probability first (capped at 1): pessimism about
    endings, for a model that draws fewer of them than the game has (default 1: the heads' own).
 8. **Precision.** ``WorldOptions.precision`` casts the networks and the cache (e.g.
-   ``bfloat16``; a copy of each network, so the loaded bundle keeps its own). On a CPU with bf16 instructions
-   (avx512_bf16) a bf16 step of the `medium` model takes 0.55x the float32 one with the same
-   imagined returns (docs/agents.md). ``autocast=True`` runs the networks under bf16 autocast on
+   ``bfloat16``; a copy of each network, so the loaded bundle keeps its own). Whether it is faster depends on the
+   machine and the batch (``benchmarks/bench_simulator.py --dtype bfloat16``). ``autocast=True`` runs the networks under bf16 autocast on
    CUDA (ignored on CPU).
 9. **Chunks.** ``WorldOptions.chunk=k`` runs each cached pass (and the decoder) over at most k worlds at a
    time: the same frames (tested against one pass), with every intermediate tensor small enough
