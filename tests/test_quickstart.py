@@ -157,19 +157,17 @@ def test_medium_experiment_is_the_recorded_gpu_recipe(tmp_path):
 
 def test_agents_experiment_is_the_cpu_world_recipe(tmp_path):
     """experiment=agents: ten times the quickstart's data, the game's actions where it has them,
-    and the `cpu` DiT (16 tokens per frame) for an hour of batches of 64 on the CPU."""
+    and the quickstart's DiT trained five times as long on the CPU, without an action adapter."""
     from worldsim.config import compose
-    from worldsim.dynamics import DynamicsModel, config_from_preset, count_parameters
     from worldsim.quickstart import _stage_config
 
     cfg = compose("quickstart", ["experiment=agents"])
     assert cfg.episodes == 1200 and cfg.data.val_episodes == 24 and cfg.action_source == "auto"
+    assert cfg.action_adapter.steps == 0
     stage = _stage_config(cfg, "dynamics", tmp_path / "dynamics", {"store": "s", "latents": "l"})
-    assert stage.dynamics.name == "cpu" and stage.trainer.accelerator == "cpu"
-    assert (stage.data.batch_size, stage.data.clip_len, stage.trainer.max_minutes) == (64, 12, 55)
-    net_cfg = config_from_preset("cpu")
-    assert net_cfg.latent_height // net_cfg.patch_size * (net_cfg.latent_width // net_cfg.patch_size) == 16
-    assert 1.5e6 < count_parameters(DynamicsModel(net_cfg)) < 3e6
+    assert stage.dynamics.name == "quickstart" and stage.trainer.accelerator == "cpu"
+    assert (stage.data.batch_size, stage.data.clip_len) == (16, 12)
+    assert (stage.trainer.max_steps, stage.trainer.max_minutes, stage.trainer.lr) == (5000, 50, 2e-3)
 
 
 class _Latents:

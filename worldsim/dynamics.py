@@ -106,18 +106,6 @@ PRESETS: dict[str, DynamicsConfig] = {
         heads=4,
         context_window=8,
     ),
-    # Two CPU cores, an hour (experiment=agents): 2.1 M parameters on the quickstart's latents,
-    # 4x4 patches -> 16 tokens per frame, so that the width the hour buys stays affordable.
-    "cpu": DynamicsConfig(
-        latent_channels=8,
-        latent_height=16,
-        latent_width=16,
-        patch_size=4,
-        dim=128,
-        depth=6,
-        heads=4,
-        context_window=8,
-    ),
     # One GPU, minutes: 9.9 M parameters, the same latents and tokens as "quickstart"
     # (docs/dynamics.md, Results).
     "medium": DynamicsConfig(
