@@ -269,7 +269,7 @@ def test_change_weighting_makes_small_changes_count():
         torch.nn.init.zeros_(p)
     out = model.loss(x)
     plain = float(out["recon"])
-    weighted = float(out["loss"] - out["commitment"] * model.cfg.beta)
+    weighted = float((out["loss"] - out["commitment"] * model.cfg.beta).detach())
     # Plain MSE: the big change dominates, (1 + 1/16) / 2. Weighted: both count alike.
     assert plain == pytest.approx((1 + 1 / 16) / 2, rel=1e-5)
     change = torch.tensor([1.0, 1 / 16])
