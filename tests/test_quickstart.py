@@ -4,6 +4,7 @@ actions, reused networks) are ``slow``: ``make test-slow``."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +12,34 @@ import torch
 
 from worldsim.cli import main
 
+DATA = Path(__file__).parent / "data"
+
+
+def _figures(metrics: dict, prefix: str = "") -> dict:
+    """A metrics.json flattened to ``{dotted key: value}``, without timings (they vary by run)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_figures(value, f"{prefix}{key}."))
+        elif "seconds" not in key and not key.startswith("fps_"):
+            out[prefix + key] = value
+    return out
+
 
 def test_tiny_quickstart_end_to_end(tmp_path):
     out = tmp_path / "qs"
     assert main(["quickstart", "experiment=tiny", f"out={out}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    # The same figures as the implementation before the WorldOptions / ActionSetup redesign
+    # (tests/data/tiny_quickstart_metrics.json: `worldsim quickstart experiment=tiny` at 160ebdf).
+    reference = _figures(json.loads((DATA / "tiny_quickstart_metrics.json").read_text()))
+    figures = _figures(metrics)
+    assert set(reference) <= set(figures)
+    for key, value in reference.items():
+        if isinstance(value, float):
+            assert figures[key] == pytest.approx(value, rel=1e-3, abs=1e-4, nan_ok=True), key
+        else:
+            assert figures[key] == value, key
     for key in ("recon_psnr", "nmi", "codebook_used", "codebook_size", "delta_psnr_4"):
         assert metrics[key] is not None, key
     for key in ("rollout_psnr", "copy_last_psnr", "copy_last_decoded_psnr"):
