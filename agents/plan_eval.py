@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from agents.evaluate import summarize
+from agents.gaussian_planner import GaussianPlanner
 from agents.goal_tasks import GoalTask, make_goal_tasks, reached
 from agents.planners import (
     GoalObjective,
@@ -51,26 +52,30 @@ def make_planning_agent(
     alpha: float = 0.7,
     temperature: float = 0.1,
     warm_start_mix: float = 0.3,
+    init_std: float = 0.5,
+    min_std: float = 0.05,
+    noise_beta: float = 2.0,
+    keep_elites: float = 0.3,
     replan_every: int = 1,
     context_frames: int | None = None,
     gamma: float = 0.99,
     seed: int = 0,
 ) -> PlanningAgent:
     """A model-predictive agent over ``sim`` (objective: reward until ``set_goal`` is called),
-    planning over the actions of ``sim.options.action_type`` (see ``SimulatorModel``)."""
-    planner = SequencePlanner(
-        SimulatorModel(sim),
-        RewardObjective(gamma),
-        method=method,
-        horizon=horizon,
-        population=population,
-        iterations=iterations,
-        elites=elites,
-        alpha=alpha,
-        temperature=temperature,
-        warm_start_mix=warm_start_mix,
-        seed=seed,
-    )
+    planning over the actions of ``sim.options.action_type`` (see ``SimulatorModel``): a
+    :class:`SequencePlanner` for discrete actions (``warm_start_mix``), a
+    :class:`~agents.gaussian_planner.GaussianPlanner` for a Box (``init_std``, ``min_std``,
+    ``noise_beta``, ``keep_elites``)."""
+    model = SimulatorModel(sim)
+    common = dict(method=method, horizon=horizon, population=population, iterations=iterations,
+                  elites=elites, alpha=alpha, temperature=temperature, seed=seed)
+    if model.num_actions is None:
+        planner = GaussianPlanner(model, RewardObjective(gamma), init_std=init_std,
+                                  min_std=min_std, noise_beta=noise_beta,
+                                  keep_elites=keep_elites, **common)
+    else:
+        planner = SequencePlanner(model, RewardObjective(gamma), warm_start_mix=warm_start_mix,
+                                  **common)
     k = context_frames if context_frames is not None else sim.context_frames
     return PlanningAgent(planner, context_frames=k, replan_every=replan_every)
 

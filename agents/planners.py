@@ -1,4 +1,5 @@
-"""Latent-space planners: CEM and MPPI over sequences of discrete latent actions.
+"""Latent-space planners: CEM and MPPI over sequences of discrete actions (continuous ones:
+:mod:`agents.gaussian_planner`).
 
 A planner searches action sequences ``[T]`` (T = ``horizon``) of latent codes for the one the
 world model scores best, from a context of real frames. It talks to the model only through
@@ -70,18 +71,18 @@ class SimulatorModel:
     """:class:`PlanningModel` over a Simulator (batched population).
 
     It plans over the actions of the Simulator's ``options.action_type``: ``latent`` codes, or
-    the game's discrete ``real`` actions, which the Simulator plays as each action's most
-    frequent code (a smaller search space, and only codes the dynamics saw often).
+    the game's ``real`` actions: discrete ones, which a latent-code world plays as each action's
+    most frequent code (a smaller search space, and only codes the dynamics saw often), or a
+    ``Box`` (``num_actions`` is then ``None``; plan with
+    :class:`~agents.gaussian_planner.GaussianPlanner`).
     """
 
     def __init__(self, sim: Simulator) -> None:
         action_type = sim.options.action_type
         n = sim.num_actions(action_type)
-        if n is None:
-            raise ValueError(
-                f"bundle {sim.bundle.path} has no discrete {action_type} actions to plan over"
-            )
-        self.sim, self.num_actions, self.action_type = sim, int(n), action_type
+        self.sim, self.action_type = sim, action_type
+        self.action_space = sim.bundle.actions.gym_space(action_type, f"bundle {sim.bundle.path}")
+        self.num_actions = None if n is None else int(n)  # None: a Box (GaussianPlanner)
         self._snap = None
 
     def _frames(self, frames: np.ndarray) -> torch.Tensor:
@@ -251,12 +252,13 @@ class SequencePlanner:
 class PlanningAgent:
     """Model-predictive control from frames: plan, execute ``replan_every`` actions, replan.
 
-    ``act(frame)`` takes the newest real frame (uint8 ``[H, W, 3]``) and returns a latent code;
+    ``act(frame)`` takes the newest real frame (uint8 ``[H, W, 3]``) and returns an action (an
+    int, or a float32 ``[a]`` array from a :class:`~agents.gaussian_planner.GaussianPlanner`);
     the last ``context_frames`` frames form the planner's context. Nothing else reaches it.
     """
 
     def __init__(
-        self, planner: SequencePlanner, *, context_frames: int = 1, replan_every: int = 1
+        self, planner, *, context_frames: int = 1, replan_every: int = 1
     ) -> None:
         if context_frames < 1 or not 1 <= replan_every <= planner.horizon:
             raise ValueError(
@@ -280,7 +282,7 @@ class PlanningAgent:
         """Plan towards a goal image: the objective becomes a :class:`GoalObjective`."""
         self.planner.objective = GoalObjective(self.planner.model.encode(goal_frame))
 
-    def act(self, frame: np.ndarray) -> int:
+    def act(self, frame: np.ndarray) -> int | np.ndarray:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
             raise ValueError(
@@ -291,8 +293,9 @@ class PlanningAgent:
             if self.planner.warm:
                 self.planner.shift(self.replan_every)
             result = self.planner.plan(np.stack(self.frames))
-            self.queue = result.actions[: self.replan_every].tolist()
-        return int(self.queue.pop(0))
+            self.queue = list(result.actions[: self.replan_every].numpy())
+        action = self.queue.pop(0)
+        return int(action) if action.ndim == 0 else np.asarray(action, np.float32)
 
 
 __all__ = [
