@@ -69,11 +69,14 @@ def test_action_changes_the_prediction():
     torch.testing.assert_close(v0[:, 0], v1[:, 0])
 
 
-@pytest.mark.parametrize("frame_concat", [True, False])
+@pytest.mark.parametrize(
+    "frame_concat,local_kernel", [(True, 0), (False, 0), (True, 3), (False, 3)]
+)
 @pytest.mark.parametrize("attention", ["factorized", "block_causal"])
-def test_cached_generation_matches_uncached(attention, frame_concat):
+def test_cached_generation_matches_uncached(attention, frame_concat, local_kernel):
     model = _perturbed(
-        build_dynamics("tiny", attention=attention, context_window=3, frame_concat=frame_concat)
+        build_dynamics("tiny", attention=attention, context_window=3, frame_concat=frame_concat,
+                       local_kernel=local_kernel)
     )
     z0, a0 = torch.randn(2, 2, 4, 8, 8), torch.randint(0, 4, (2, 1))
     actions = torch.randint(0, 4, (2, 8))  # 8 frames > window of 3
@@ -163,3 +166,33 @@ def test_frame_concat_feeds_the_previous_frame_to_the_input():
     cache.reset(torch.tensor([True]))
     assert torch.count_nonzero(cache.previous_frame()) == 0
     assert build_dynamics("tiny", frame_concat=False).init_cache(1).last is None
+
+
+@pytest.mark.parametrize("frame_concat,local_kernel", [(True, 3), (False, 0)])
+@pytest.mark.parametrize("attention", ["factorized", "block_causal"])
+def test_teacher_pass_gives_each_noised_frame_the_view_of_cached_generation(
+    attention, frame_concat, local_kernel
+):
+    """In one teacher-forced pass, noised frame j gets the velocity a plain pass gives the last
+    frame of [clean 0 .. j-1, noised j]: what the sampler computes for a new frame."""
+    model = _perturbed(build_dynamics("tiny", attention=attention, frame_concat=frame_concat,
+                                      local_kernel=local_kernel))
+    t = 5
+    clean, noised = torch.randn(2, t, 4, 8, 8), torch.randn(2, t, 4, 8, 8)
+    s_clean, s_noised = torch.rand(2, t) * 0.2, torch.rand(2, t)
+    d = torch.rand(2, t)
+    actions = torch.randint(0, 4, (2, t - 1))
+    null = torch.rand(2, t - 1) < 0.3
+    v = model(torch.cat([clean, noised], 1), torch.cat([s_clean, s_noised], 1), actions,
+              step_size=torch.cat([torch.zeros(2, t), d], 1), null_mask=null, teacher=True)
+    assert v.shape == (2, 2 * t, 4, 8, 8)
+    plain = model(clean, s_clean, actions, step_size=torch.zeros(2, t), null_mask=null)
+    torch.testing.assert_close(v[:, :t], plain, atol=1e-5, rtol=1e-4)
+    for j in range(t):
+        z = torch.cat([clean[:, :j], noised[:, j : j + 1]], 1)
+        s = torch.cat([s_clean[:, :j], s_noised[:, j : j + 1]], 1)
+        step = torch.cat([torch.zeros(2, j), d[:, j : j + 1]], 1)
+        one = model(z, s, actions[:, :j], step_size=step, null_mask=null[:, :j])[:, -1]
+        torch.testing.assert_close(v[:, t + j], one, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="2T"):
+        model(torch.randn(1, 3, 4, 8, 8), torch.rand(1, 3), torch.randint(0, 4, (1, 1)), teacher=True)

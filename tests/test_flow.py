@@ -281,3 +281,29 @@ def test_training_loss_with_self_forcing_trains():
     assert net.training and all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
     plain = training_loss(net, z, actions, context_prob=1.0, generator=torch.Generator().manual_seed(0))
     assert "self_forced" not in plain and plain["loss"].item() != out["loss"].item()
+
+
+def test_teacher_forcing_trains_every_frame_after_the_first_from_a_clean_history():
+    net = build_dynamics("tiny", readout=True)
+    z, actions = torch.randn(2, 5, 4, 8, 8), torch.randint(0, 4, (2, 4))
+    rewards, terminated = torch.randn(2, 4), torch.zeros(2, 4)
+    seen = []
+    forward = net.forward
+
+    def spy(*args, **kw):
+        seen.append((args[0].shape[1], kw.get("teacher", False), args[1].detach().clone()))
+        return forward(*args, **kw)
+
+    net.forward = spy
+    out = training_loss(net, z, actions, rewards=rewards, terminated=terminated,
+                        teacher_forcing=True, shortcut_fraction=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and out["readout_loss"] > 0
+    out["loss"].backward()
+    # every pass (two bootstrap half steps, then the loss pass) is teacher-forced over 2T frames
+    assert [(f, tf) for f, tf, _ in seen] == [(10, True)] * 3
+    levels = seen[-1][2]
+    assert (levels[:, :5] <= 0.2).all()  # the clean half at context levels
+    assert (levels[:, 6:] > 0).all()  # frames 1 .. T-1 of the noised half are targets
+    with pytest.raises(ValueError, match="exclude"):
+        training_loss(net, z, actions, teacher_forcing=True, self_forcing=0.5)

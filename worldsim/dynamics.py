@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from worldsim.nn.adaln import ActionEmbedder, ActionInput, TimestepEmbedder, modulate
@@ -67,6 +68,7 @@ class DynamicsConfig:
     shortcut: bool = True  # condition on the step size d (shortcut models)
     context_window: int = 16  # W: finished frames kept in the KV cache during generation
     frame_concat: bool = True  # also feed each frame's predecessor as extra input channels
+    local_kernel: int = 0  # k > 0: a k x k conv stem on the latent grid and a depthwise conv per block
     readout: bool = False  # reward/termination read from the last block's tokens (worldsim/readout.py)
     reward_bins: int = 41  # readout: two-hot bins in symlog space
     reward_range: float = 5.0  # readout: the bins span [-range, range] in symlog space
@@ -79,6 +81,10 @@ class DynamicsConfig:
         if self.attention == "factorized" and self.depth % 2:
             raise ValueError(
                 f"DynamicsConfig.depth must be even with factorized attention, got {self.depth}"
+            )
+        if self.local_kernel < 0 or (self.local_kernel and self.local_kernel % 2 == 0):
+            raise ValueError(
+                f"DynamicsConfig.local_kernel must be 0 (off) or odd, got {self.local_kernel}"
             )
         if self.depth < 1 or self.dim < 1 or self.heads < 1 or self.context_window < 1:
             raise ValueError(
@@ -160,6 +166,8 @@ class DiTBlock(nn.Module):
             nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d)
         )
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        k = cfg.local_kernel
+        self.local = nn.Conv2d(d, d, k, padding=k // 2, groups=d) if k else None
 
     def forward(
         self, x: torch.Tensor, c: torch.Tensor, grid, window=None, cache=None, mode="full"
@@ -172,8 +180,35 @@ class DiTBlock(nn.Module):
         x = x + gate_msa * self.attn(
             modulate(self.norm1(x), shift_msa, scale_msa), grid, window, cache, mode
         )
-        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        h = modulate(self.norm2(x), shift_mlp, scale_mlp)
+        if self.local is not None:  # each token also sees its neighbours in its own frame
+            h = h + _on_grid(self.local, h, grid)
+        x = x + gate_mlp * self.mlp(h)
         return x
+
+
+def _on_grid(conv: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A 2-D ``conv`` over each frame's token grid: ``[b, t, n, d] -> [b, t, n, d']``."""
+    b, t = x.shape[:2]
+    y = conv(rearrange(x, "b t (gh gw) d -> (b t) d gh gw", gh=grid[0], gw=grid[1]))
+    return rearrange(y, "(b t) d gh gw -> b t (gh gw) d", b=b, t=t)
+
+
+class ConvStem(nn.Module):
+    """A ``k x k`` conv over the latent grid whose features join the raw latents before
+    patchifying: ``[b, t, c, h, w] -> [b, t, c + s, h, w]``. A token of 2x2 cells then knows
+    the cells around it (of its frame and, with ``frame_concat``, of the frame before), so a
+    move of one latent cell, which splits patches, is a local map, not an attention pattern."""
+
+    def __init__(self, channels: int, features: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, features, kernel, padding=kernel // 2)
+        self.act = nn.GELU(approximate="tanh")
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        b, t = z.shape[:2]
+        y = self.act(self.conv(z.flatten(0, 1))).unflatten(0, (b, t))
+        return torch.cat([z, y], dim=2)
 
 
 class FinalLayer(nn.Module):
@@ -198,6 +233,10 @@ class DynamicsModel(nn.Module):
         self.cfg = cfg = config
         self.grid = (cfg.latent_height // cfg.patch_size, cfg.latent_width // cfg.patch_size)
         in_channels = cfg.latent_channels * (2 if cfg.frame_concat else 1)
+        self.stem = None
+        if cfg.local_kernel:
+            self.stem = ConvStem(in_channels, cfg.dim // 2, cfg.local_kernel)
+            in_channels += cfg.dim // 2
         self.patch_embed = PatchEmbed(in_channels, cfg.dim, cfg.patch_size)
         self.noise_embed = TimestepEmbedder(cfg.dim)
         self.step_embed = TimestepEmbedder(cfg.dim) if cfg.shortcut else None
@@ -288,6 +327,8 @@ class DynamicsModel(nn.Module):
         return torch.cat([z, previous], dim=2)
 
     def _run(self, z: torch.Tensor, c: torch.Tensor, window, cache, mode, readout: bool = False):
+        if self.stem is not None:
+            z = self.stem(z)
         x = self.patch_embed(z)  # [b, t, n, d] (z holds 2c channels with frame_concat)
         for block in self.blocks:
             x = block(x, c, self.grid, window, cache, mode)
@@ -309,8 +350,17 @@ class DynamicsModel(nn.Module):
         null_mask: torch.Tensor | None = None,
         window: int | None = None,
         readout: bool = False,
+        teacher: bool = False,
     ):
         """Velocity of every frame (and, with ``readout=True``, the readout's outputs).
+
+        With ``teacher=True`` the clip is teacher-forced: ``z_noisy [b, 2T, ...]`` holds T clean
+        (context-labelled) frames, then the same T frames noised, and ``noise_level`` /
+        ``step_size`` are ``[b, 2T]``; ``actions`` and ``null_mask`` cover the T frames once
+        (both halves get them). Noised frame j sees clean frames < j and itself
+        (``worldsim.nn.attention.teacher_mask``), and its predecessor channels hold clean frame
+        j - 1: the view of a new frame in cached generation, for every frame of the clip in
+        one pass.
 
         Args:
             z_noisy: ``[b, t, c, h, w]``, each frame at its own noise level.
@@ -331,10 +381,19 @@ class DynamicsModel(nn.Module):
             raise ValueError(f"noise_level must be [{b}, {t}], got {tuple(noise_level.shape)}")
         if step_size is not None and step_size.shape != (b, t):
             raise ValueError(f"step_size must be [{b}, {t}], got {tuple(step_size.shape)}")
-        c = self._time_cond(noise_level, step_size) + self.action_embed.sequence(
-            actions, b, t, null_mask
-        )
-        return self._run(self._with_previous(z_noisy), c, window, None, "full", readout)
+        if teacher and t % 2:
+            raise ValueError(f"a teacher-forced clip holds 2T frames (clean, then noised), got {t}")
+        frames = t // 2 if teacher else t
+        act = self.action_embed.sequence(actions, b, frames, null_mask)
+        if not teacher:
+            c = self._time_cond(noise_level, step_size) + act
+            return self._run(self._with_previous(z_noisy), c, window, None, "full", readout)
+        c = self._time_cond(noise_level, step_size) + act.repeat(1, 2, 1)
+        z = z_noisy
+        if self.cfg.frame_concat:  # both halves' predecessors are the clean frames
+            previous = self._with_previous(z[:, :frames])[:, :, self.cfg.latent_channels :]
+            z = torch.cat([z, previous.repeat(1, 2, 1, 1, 1)], dim=2)
+        return self._run(z, c, window, None, "teacher", readout)
 
     # --- cached generation --------------------------------------------------------------------
     def init_cache(

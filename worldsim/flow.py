@@ -133,6 +133,7 @@ def training_loss(
     readout_weight: float = 1.0,
     self_forcing: float = 0.0,
     self_forcing_steps: int = 1,
+    teacher_forcing: bool = False,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Flow-matching loss of ``net`` on clean latent clips ``z [b, t, c, h, w]``.
@@ -153,6 +154,13 @@ def training_loss(
     context) whose history the network draws itself before the loss (:func:`self_forced`), so
     that it learns to predict the real next frame from its own drifting frames; 0 trains on
     real histories only. Adds ``self_forced`` (the fraction of clips that were).
+
+    ``teacher_forcing``: every frame after the first is a target with a clean history, in one
+    pass: the network sees the clip's T frames at context levels followed by the same frames
+    noised (``DynamicsModel.forward(..., teacher=True)``), each noised frame attending to the
+    clean frames before it and to itself. ``context_prob`` and ``clean_prob`` are then unused
+    (frame 0, which has no history, is the one context frame); the readout learns on the clean
+    half, the frames the sampler's write pass reads it from. Not with ``self_forcing``.
     """
     if z.dim() != 5:
         raise ValueError(f"training_loss expects latents [b, t, c, h, w], got {tuple(z.shape)}")
@@ -170,16 +178,25 @@ def training_loss(
         return torch.rand(*shape, device=dev, generator=generator)
 
     eps = torch.randn(z.shape, device=dev, generator=generator, dtype=z.dtype)
+    if teacher_forcing and self_forcing > 0:
+        raise ValueError("training_loss: teacher_forcing and self_forcing exclude each other")
     s, context = sample_noise_levels(
         b,
         t,
-        context_prob=context_prob,
-        clean_prob=clean_prob,
+        context_prob=0.0 if teacher_forcing else context_prob,
+        clean_prob=0.0 if teacher_forcing else clean_prob,
         context_noise_max=context_noise_max,
         target_noise=target_noise,
         device=dev,
         generator=generator,
     )
+    def call(x, s, acts, *, rows=None, **kw):  # rows: the teacher-forced pass's subset
+        return net(x, s, acts, **kw)
+
+    if teacher_forcing:
+        context[:, 0] = True
+        s = torch.where(context, rand(b, t) * context_noise_max, s)
+        call = _teacher_call(net, z, rand(b, t) * context_noise_max, generator)
 
     forced = None
     if self_forcing > 0 and t >= 4:
@@ -221,9 +238,9 @@ def training_loss(
             half_label = torch.where(half <= finest + 1e-9, torch.zeros_like(half), half)
             acts, nm = map_actions(actions, sub), None if null_mask is None else null_mask[idx]
             hv = half[..., None, None, None]
-            v1 = net(xs, ss, acts, step_size=half_label, null_mask=nm)
+            v1 = call(xs, ss, acts, step_size=half_label, null_mask=nm, rows=idx)
             x1 = torch.where(mv[..., None, None, None], xs - hv * v1, xs)
-            v2 = net(x1, ss - half, acts, step_size=half_label, null_mask=nm)
+            v2 = call(x1, ss - half, acts, step_size=half_label, null_mask=nm, rows=idx)
             boot = ((v1 + v2) / 2).to(target.dtype)  # under autocast (bf16-mixed) the net's output is bf16
             sc_target = target[idx].clone()
             sc_target[mv] = boot[mv]
@@ -233,7 +250,7 @@ def training_loss(
     read = getattr(net, "readout", None) is not None and (
         rewards is not None or terminated is not None
     )
-    pred = net(x, s, actions, step_size=step_arg, null_mask=null_mask, readout=read)
+    pred = call(x, s, actions, step_size=step_arg, null_mask=null_mask, readout=read)
     if read:
         pred, events = pred
     err = (pred.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # [b, t]
@@ -254,6 +271,28 @@ def training_loss(
         out["loss"] = loss + readout_weight * parts["loss"]
         out.update({f"readout_{k}": v for k, v in parts.items()})
     return out
+
+
+def _teacher_call(net, z: torch.Tensor, s_clean: torch.Tensor, generator):
+    """``net`` as :func:`training_loss` calls it on a clip's ``[b, t]`` frames, run as a
+    teacher-forced pass: the clean half (``z`` noised to ``s_clean``) goes first, the output is
+    the noised half's (and the readout's on the clean half). ``rows``: the clips of a subset."""
+    eps = torch.randn(z.shape, device=z.device, generator=generator, dtype=z.dtype)
+    sv = s_clean[..., None, None, None]
+    clean = (1 - sv) * z + sv * eps
+
+    def call(x, s, actions, *, step_size=None, null_mask=None, readout=False, rows=None):
+        c, sc = (clean, s_clean) if rows is None else (clean[rows], s_clean[rows])
+        t = x.shape[1]
+        step = None if step_size is None else torch.cat([torch.zeros_like(step_size), step_size], 1)
+        out = net(torch.cat([c.to(x.dtype), x], 1), torch.cat([sc, s], 1), actions,
+                  step_size=step, null_mask=null_mask, readout=readout, teacher=True)
+        if not readout:
+            return out[:, t:]
+        v, events = out
+        return v[:, t:], {k: e[:, :t] for k, e in events.items()}
+
+    return call
 
 
 @torch.no_grad()

@@ -82,7 +82,7 @@ def _stage_config(cfg: DictConfig, stage: str, run_dir: Path, data: dict) -> Dic
         "stage": stage, "run_dir": str(run_dir), "resume": (run_dir / "checkpoints" / "last.ckpt").exists(),
         "seed": int(cfg.seed), "encode_cache": True, "action_source": cfg.action_source, "readout": cfg.readout, "heads": cfg.heads,
         "ema_decay": cfg.ema_decay, "world": OmegaConf.to_container(cfg.world, resolve=True), "self_forcing": cfg.self_forcing,
-        "data": data, "trainer": trainer,
+        "teacher_forcing": cfg.teacher_forcing, "data": data, "trainer": trainer,
         **{k: OmegaConf.to_container(cfg[k]) for k in ("env", "autoencoder", "lam", "dynamics")},
     })
     OmegaConf.set_struct(train_cfg, True)

@@ -42,6 +42,23 @@ from worldsim.nn.rope import AxialRotaryEmbedding, apply_rope, grid_positions
 ATTENTION_KINDS = ("spatial", "temporal", "block")
 
 
+def teacher_mask(frames: int, window: int | None = None, device=None) -> torch.Tensor:
+    """Which frames each frame attends to in a teacher-forced clip: ``[2T, 2T]`` bool.
+
+    The clip holds T clean frames, then the same T frames noised. Clean frame i sees clean
+    frames <= i (as in a causal pass); noised frame j sees the clean frames < j and itself,
+    which is what a new frame sees in cached generation (the finished frames, then itself).
+    ``window``: no frame sees a clean frame more than ``window`` frames older than it.
+    """
+    time = torch.arange(frames, device=device).repeat(2)  # [2T]
+    noised = torch.arange(2 * frames, device=device) >= frames
+    delta = time[:, None] - time[None, :]  # query - key
+    older = torch.where(noised[:, None], delta > 0, delta >= 0)
+    if window is not None:
+        older = older & (delta <= window)
+    return (older & ~noised[None, :]) | torch.eye(2 * frames, dtype=torch.bool, device=device)
+
+
 class KVCache:
     """Keys/values of the last ``window`` finished frames of each cached attention layer.
 
@@ -338,16 +355,20 @@ class Attention(nn.Module):
         self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _rope_tables(
-        self, frames: int, grid: tuple[int, int], device
+        self, frames: int, grid: tuple[int, int], device, teacher: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (frames, grid, str(device))
+        """RoPE tables of a clip of ``frames`` frames (``teacher``: two halves at the same times)."""
+        key = (frames, grid, str(device), teacher)
         if key not in self._tables:
+            times = frames // 2 if teacher else frames
             if self.kind == "spatial":
                 pos = grid_positions(*grid, device=device)  # [n, 2]
             elif self.kind == "temporal":
-                pos = torch.arange(frames, device=device)[:, None]  # [t, 1]
+                pos = torch.arange(times, device=device)[:, None]  # [t, 1]
             else:
-                pos = grid_positions(frames, *grid, device=device)  # [(t n), 3]
+                pos = grid_positions(times, *grid, device=device)  # [(t n), 3]
+            if teacher and self.kind != "spatial":
+                pos = torch.cat([pos, pos])
             self._tables[key] = self.rope(pos)
         return self._tables[key]
 
@@ -370,12 +391,16 @@ class Attention(nn.Module):
 
         ``mode``: ``full`` (no cache), ``prefill`` (full pass over the clip that also stages the
         last W frames' keys/values into ``cache``), ``read`` (x is one new frame ``t == 1``
-        attending to the cache), ``write`` (as ``read``, and stages the frame into the cache).
-        ``window``: in full/prefill passes, frame i sees frames i-window .. i only.
+        attending to the cache), ``write`` (as ``read``, and stages the frame into the cache),
+        ``teacher`` (x is a clip of T clean frames followed by the same T frames noised: see
+        :func:`teacher_mask`).
+        ``window``: in full/prefill/teacher passes, frame i sees frames i-window .. i only.
         """
         b, t, n, _ = x.shape
         q, k, v = self._project(x)
-        if self.kind == "spatial" or mode in ("full", "prefill"):
+        if mode == "teacher":
+            out = self._full(q, k, v, grid, window, teacher=True)
+        elif self.kind == "spatial" or mode in ("full", "prefill"):
             if mode == "prefill" and self.kind != "spatial":
                 f = min(t, cache.window)
                 cos, sin = self._rope_at(cache.clock - f, f, grid, x.device)
@@ -405,9 +430,9 @@ class Attention(nn.Module):
                 self._tables[key] = (cos.view(f, n, 1, -1), sin.view(f, n, 1, -1))
         return self._tables[key]
 
-    def _full(self, q, k, v, grid, window) -> torch.Tensor:
+    def _full(self, q, k, v, grid, window, teacher: bool = False) -> torch.Tensor:
         b, t, n = q.shape[:3]
-        cos, sin = self._rope_tables(t, grid, q.device)
+        cos, sin = self._rope_tables(t, grid, q.device, teacher)
         if self.kind == "spatial":
             q, k, v = (rearrange(a, "b t n h e -> (b t) h n e") for a in (q, k, v))
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -415,7 +440,9 @@ class Attention(nn.Module):
             return rearrange(out, "(b t) h n e -> b t n (h e)", b=b)
         frame = torch.arange(t, device=q.device)
         allowed = None
-        if window is not None and window < t - 1:
+        if teacher:
+            allowed = teacher_mask(t // 2, window, q.device)
+        elif window is not None and window < t - 1:
             delta = frame[:, None] - frame[None, :]
             allowed = (delta >= 0) & (delta <= window)  # [t, t]
         if self.kind == "temporal":

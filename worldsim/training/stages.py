@@ -248,7 +248,8 @@ def build_dynamics(cfg: DictConfig, run_dir: Path) -> Stage:
                                 labels=labels) if val_ids else None
     module = DynamicsModule(net, optim_config(cfg.trainer), action_source=mode, heads=heads, decoder=ae,
                             latent_mean=latents.mean, latent_std=latents.std, ema_decay=float(cfg.ema_decay),
-                            sample_steps=int(cfg.world.sampler_steps), loss_kwargs={"self_forcing": float(cfg.self_forcing)})
+                            sample_steps=int(cfg.world.sampler_steps), loss_kwargs={"self_forcing": float(cfg.self_forcing),
+                                                      "teacher_forcing": bool(cfg.teacher_forcing)})
 
     def finish(trainer: L.Trainer, module: StageModule) -> dict:
         seconds = trained_seconds(trainer)
