@@ -1,5 +1,5 @@
-"""The actor-critic: a policy over discrete latent actions and a value baseline, its lambda-returns
-and its loss.
+"""The actor-critic: a policy over discrete actions (latent codes or the game's) or over a box of
+continuous ones, a value baseline, its lambda-returns and its loss.
 
 One network serves both training places (imagination inside the world model and the real game),
 so that "trained in imagination" and "trained in the real game" differ only in where the
@@ -22,6 +22,12 @@ Losses (DIAMOND / DreamerV3-style REINFORCE with a baseline, on imagined or real
 3. **Loss** ``-E[log pi(a|s) A] - entropy * E[H(pi(.|s))] + value_coef * E[(V(s) - G)^2] / 2``,
    averaged over the valid steps (a ``mask`` drops the auto-reset steps of vector envs, whose
    action was ignored).
+4. **Policy head.** Discrete (``action_dim = 0``): logits over ``num_actions``. Continuous
+   (``action_dim = a > 0``): a diagonal Gaussian over ``[-1, 1]^a``, the unit box of the game's
+   ``Box`` (the sources rescale it: ``worldsim.actions.box_from_unit``), with mean
+   ``tanh(m)`` and standard deviation ``MIN_STD + (MAX_STD - MIN_STD) sigmoid(s + 2)``
+   (DreamerV3's bounded std); sampled actions are clipped to the box, and the loss scores the
+   clipped action's log-density.
 
 einops legend: t time, b batch, c channels, h w latent grid, H W frame size, a actions.
 """
@@ -31,9 +37,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from worldsim.world_options import OBS_TYPES
 
@@ -41,11 +47,14 @@ from worldsim.world_options import OBS_TYPES
 @dataclass
 class ActorCriticConfig:
     """Sizes of the actor-critic. ``obs_shape``: ``(H, W, 3)`` for pixels, ``(c, h, w)`` for
-    latents; ``num_actions``: latent action codes."""
+    latents; ``num_actions``: discrete actions (latent codes or the game's); ``action_dim``:
+    0 for those, else the width of a continuous action (a Gaussian head; ``num_actions`` is
+    then unused)."""
 
     obs_type: str = "latents"
     obs_shape: tuple[int, int, int] = (4, 8, 8)
     num_actions: int = 8
+    action_dim: int = 0
     channels: tuple[int, ...] = (32, 64)  # conv widths (each conv halves the grid, pixels only)
     hidden: int = 256
 
@@ -64,11 +73,20 @@ class ActorCriticConfig:
             raise ValueError(
                 f"pixel observations must be [H, W, 3], got obs_shape {self.obs_shape}"
             )
-        if self.num_actions < 2 or self.hidden < 1 or not self.channels:
+        if (self.action_dim == 0 and self.num_actions < 2) or self.action_dim < 0:
             raise ValueError(
-                f"ActorCriticConfig: need num_actions >= 2, hidden >= 1 and some channels; got "
-                f"{self.num_actions}, {self.hidden}, {self.channels}"
+                "ActorCriticConfig: need num_actions >= 2 (discrete) or action_dim > 0 "
+                f"(continuous); got num_actions={self.num_actions}, action_dim={self.action_dim}"
             )
+        if self.hidden < 1 or not self.channels:
+            raise ValueError(
+                f"ActorCriticConfig: need hidden >= 1 and some channels; got "
+                f"{self.hidden}, {self.channels}"
+            )
+
+    @property
+    def continuous(self) -> bool:
+        return self.action_dim > 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,8 +126,22 @@ def _chw(cfg: ActorCriticConfig) -> tuple[int, int, int]:
     return cfg.obs_shape
 
 
+MIN_STD, MAX_STD = 0.1, 1.0  # bounds of the Gaussian head's standard deviation (unit box)
+
+
+def policy_distribution(cfg: ActorCriticConfig, out: torch.Tensor) -> Distribution:
+    """The policy head's output ``[..., a]`` (logits) or ``[..., 2a]`` (mean and std
+    parameters) as a distribution over actions (module docstring, item 4)."""
+    if not cfg.continuous:
+        return Categorical(logits=out)
+    mean, raw_std = out.chunk(2, dim=-1)
+    std = MIN_STD + (MAX_STD - MIN_STD) * torch.sigmoid(raw_std + 2.0)
+    return Independent(Normal(torch.tanh(mean), std), 1)
+
+
 class ActorCritic(nn.Module):
-    """Shared encoder, then a policy head (logits over ``num_actions``) and a value head."""
+    """Shared encoder, then a policy head (logits over ``num_actions``, or a Gaussian's
+    parameters over ``action_dim``) and a value head."""
 
     def __init__(self, cfg: ActorCriticConfig) -> None:
         super().__init__()
@@ -118,7 +150,7 @@ class ActorCritic(nn.Module):
         self.trunk = nn.Sequential(
             nn.Linear(width, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.SiLU()
         )
-        self.policy = nn.Linear(cfg.hidden, cfg.num_actions)
+        self.policy = nn.Linear(cfg.hidden, 2 * cfg.action_dim if cfg.continuous else cfg.num_actions)
         self.value = nn.Linear(cfg.hidden, 1)
         # Start from a near-uniform policy and a zero value, so early updates are gentle.
         nn.init.zeros_(self.policy.weight)
@@ -139,9 +171,14 @@ class ActorCritic(nn.Module):
         return obs.float()
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Observations ``[b, ...]`` -> (logits ``[b, a]``, value ``[b]``)."""
+        """Observations ``[b, ...]`` -> (policy head ``[b, a]`` logits or ``[b, 2a]`` Gaussian
+        parameters, value ``[b]``)."""
         x = self.trunk(self.encoder(self.preprocess(obs)))
         return self.policy(x), self.value(x).squeeze(-1)
+
+    def distribution(self, head: torch.Tensor) -> Distribution:
+        """The policy head's output as a distribution (:func:`policy_distribution`)."""
+        return policy_distribution(self.cfg, head)
 
     @torch.no_grad()
     def act(
@@ -151,11 +188,18 @@ class ActorCritic(nn.Module):
         greedy: bool = False,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample (or take the most likely) action ``[b]`` int64 for observations ``[b, ...]``."""
-        logits, _ = self(obs)
+        """Sample (or take the most likely) action for observations ``[b, ...]``: ``[b]``
+        int64, or ``[b, a]`` float in the unit box for a continuous head."""
+        head, _ = self(obs)
+        if self.cfg.continuous:
+            dist = self.distribution(head).base_dist
+            if greedy:
+                return dist.mean
+            noise = torch.randn(dist.mean.shape, generator=generator, device=head.device)
+            return (dist.mean + dist.stddev * noise).clamp(-1.0, 1.0)
         if greedy:
-            return logits.argmax(-1)
-        probs = logits.softmax(-1)
+            return head.argmax(-1)
+        probs = head.softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -228,16 +272,16 @@ def actor_critic_loss(
 
     Args:
         obs: ``[t, b, ...]`` observations the actions were taken on.
-        actions: ``[t, b]`` int64; returns: ``[t, b]`` targets (no gradient).
+        actions: ``[t, b]`` int64 (``[t, b, a]`` float for a continuous head); returns:
+            ``[t, b]`` targets (no gradient).
         scale: divisor of the advantages; mask: ``[t, b]`` bool, the steps that count.
     """
-    t, b = actions.shape
-    logits, values = model(rearrange(obs, "t b ... -> (t b) ..."))
-    logits = rearrange(logits, "(t b) a -> t b a", t=t)
+    t, b = actions.shape[:2]
+    head, values = model(rearrange(obs, "t b ... -> (t b) ..."))
+    dist = model.distribution(rearrange(head, "(t b) a -> t b a", t=t))
     values = rearrange(values, "(t b) -> t b", t=t)
-    logp_all = F.log_softmax(logits, -1)
-    logp = logp_all.gather(-1, actions[..., None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    logp = dist.log_prob(actions if model.cfg.continuous else actions.long())
+    entropy = dist.entropy()
     weight = torch.ones_like(returns) if mask is None else mask.to(returns.dtype)
     denom = weight.sum().clamp_min(1.0)
     advantage = (returns - values.detach()) / scale
@@ -257,6 +301,7 @@ def actor_critic_loss(
 __all__ = [
     "OBS_TYPES",
     "ActorCritic",
+    "policy_distribution",
     "ActorCriticConfig",
     "ReturnScale",
     "actor_critic_loss",

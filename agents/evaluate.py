@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from agents.actor_critic import ActorCritic
+from agents.imagination import action_count
 from agents.real_game import RealGameSource, train_in_real_game
 from agents.trainer import TrainConfig, load_checkpoint, plot_curves
 from worldsim.data.atomic import atomic_write_json
@@ -54,15 +55,30 @@ class AgentPolicy:
 
 
 class RandomPolicy:
-    """Uniformly random real actions (the game's own action space, not latent codes)."""
+    """Uniformly random real actions (the game's own action space, not latent codes): ``[b]``
+    ints for ``num_actions`` discrete actions, or ``[b, a]`` uniform in the unit box for a
+    continuous game (``num_actions=None``, ``action_dim=a``)."""
 
     real = True
 
-    def __init__(self, num_actions: int, *, seed: int = 0) -> None:
-        self.num_actions = num_actions
+    def __init__(self, num_actions: int | None, *, seed: int = 0, action_dim: int = 0) -> None:
+        if (num_actions is None) == (action_dim == 0):
+            raise ValueError(
+                f"RandomPolicy: give num_actions (discrete) or action_dim (continuous), got "
+                f"{num_actions}, {action_dim}"
+            )
+        self.num_actions, self.action_dim = num_actions, action_dim
         self.generator = torch.Generator().manual_seed(seed)
 
+    @classmethod
+    def for_space(cls, space, *, seed: int = 0) -> RandomPolicy:
+        """Uniform over a ``Discrete`` space or a bounded 1-D ``Box`` (through the unit box)."""
+        n = action_count(space)
+        return cls(n, seed=seed, action_dim=0 if n is not None else int(space.shape[0]))
+
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.action_dim:
+            return torch.rand(obs.shape[0], self.action_dim, generator=self.generator) * 2 - 1
         return torch.randint(self.num_actions, (obs.shape[0],), generator=self.generator)
 
 
@@ -164,7 +180,7 @@ def compare_in_real_game(
         results["imagination_return"] = evaluate_policy(
             agent, source, list(seeds), max_steps=max_steps
         )
-        rand = RandomPolicy(source.num_real_actions, seed=0)
+        rand = RandomPolicy.for_space(source.real_action_space, seed=0)
         results["random_return"] = evaluate_policy(rand, source, list(seeds), max_steps=max_steps)
         curves = {"imagination": ckpt.get("rows", [])}
         runs = [("real", "real_return", "real game", int(ckpt["update"]))] if train_real else []

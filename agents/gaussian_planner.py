@@ -43,6 +43,7 @@ import torch
 from gymnasium import spaces
 
 from agents.planners import PLANNERS, PlanResult
+from worldsim.actions import box_from_unit
 
 
 def coloured_noise(
@@ -123,11 +124,9 @@ class GaussianPlanner:
         self.alpha, self.temperature = alpha, temperature
         self.init_std, self.min_std = init_std, min_std
         self.noise_beta, self.keep_elites = noise_beta, keep_elites
-        self.low = torch.as_tensor(np.asarray(space.low, np.float32)).flatten()
-        self.high = torch.as_tensor(np.asarray(space.high, np.float32)).flatten()
-        if not (torch.isfinite(self.low).all() and torch.isfinite(self.high).all()):
+        if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
             raise ValueError(f"GaussianPlanner needs a bounded Box, got {space}")
-        self.dim = int(self.low.numel())
+        self.space, self.dim = space, int(np.prod(space.shape))
         self.generator = torch.Generator().manual_seed(seed)
         self.model_calls = 0
         self._mean: torch.Tensor | None = None  # [t, a] in [-1, 1] units
@@ -145,7 +144,7 @@ class GaussianPlanner:
 
     def to_box(self, unit: torch.Tensor) -> torch.Tensor:
         """[-1, 1] units -> the Box's range."""
-        return self.low + (unit + 1) * (self.high - self.low) / 2
+        return box_from_unit(unit, self.space)
 
     def _shifted(self, seq: torch.Tensor | None, executed: int) -> torch.Tensor | None:
         if seq is None:

@@ -5,7 +5,8 @@ worlds stepped in one batched Simulator call, tensors kept on the device). Every
 from real frames: the env's reset draws one of the bundle's start contexts (real frames of the
 dataset) per world, and the model imagines ``horizon`` steps from there (DIAMOND: burn-in on real
 frames, then imagine). Rewards and terminations come from the bundle's heads; actions are the
-latent action codes (``Discrete(num_latent_actions)``) or the game's own. How the worlds run is
+latent action codes (``Discrete(num_latent_actions)``) or the game's own (discrete, or a ``Box``
+that the agent's Gaussian head reaches through the unit box). How the worlds run is
 one :class:`~worldsim.world_options.WorldOptions`, by default the ``imagination`` preset
 (``worldsim.world_options.PRESETS``: latents, endings drawn from the termination probability).
 
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gymnasium import spaces
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
 from agents.trainer import ActorCriticTrainer, TrainConfig
+from worldsim.actions import box_from_unit
 from worldsim.bundle import Bundle
 from worldsim.env import WorldModelVectorEnv
 from worldsim.world_options import WorldOptions, preset
@@ -58,14 +61,22 @@ class ImaginationSource:
             return_torch=True,
         )
         self.num_envs = num_envs
-        self.num_actions = int(self.env.single_action_space.n)
+        self.action_space = self.env.single_action_space
         self.obs_shape = tuple(self.env.single_observation_space.shape)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         obs, _ = self.env.reset(seed=seed)
         return obs
 
+    @property
+    def num_actions(self) -> int | None:
+        """Discrete actions of the worlds (``None`` for a ``Box``)."""
+        return action_count(self.action_space)
+
     def step(self, actions: torch.Tensor):
+        """``actions``: ``[b]`` ints, or ``[b, a]`` in the unit box for a ``Box`` world."""
+        if isinstance(self.action_space, spaces.Box):
+            actions = box_from_unit(actions, self.action_space)
         obs, reward, terminated, truncated, _ = self.env.step(actions.to(self.env.device))
         return obs, reward.float(), terminated.bool(), truncated.bool()
 
@@ -73,13 +84,24 @@ class ImaginationSource:
         self.env.close()
 
 
+def action_count(space: spaces.Space) -> int | None:
+    """``n`` of a ``Discrete`` space, ``None`` for a bounded ``Box`` (a Gaussian policy);
+    ``ValueError`` for anything else."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, spaces.Box) and len(space.shape) == 1 and space.is_bounded():
+        return None
+    raise ValueError(f"agents take a Discrete or a bounded 1-D Box action space, got {space}")
+
+
 def agent_config(
-    obs_type: str, obs_shape: tuple[int, ...], num_actions: int, **sizes: Any
+    obs_type: str, obs_shape: tuple[int, ...], action_space: spaces.Space, **sizes: Any
 ) -> ActorCriticConfig:
-    """The actor-critic config for a world's observations (``sizes``: channels, hidden)."""
-    return ActorCriticConfig(
-        obs_type=obs_type, obs_shape=tuple(obs_shape), num_actions=num_actions, **sizes
-    )
+    """The actor-critic config for a world's observations and actions (``sizes``: channels,
+    hidden): logits for a ``Discrete`` space, a Gaussian head for a ``Box``."""
+    n = action_count(action_space)
+    head = {"num_actions": n} if n is not None else {"action_dim": int(action_space.shape[0])}
+    return ActorCriticConfig(obs_type=obs_type, obs_shape=tuple(obs_shape), **head, **sizes)
 
 
 def train_in_imagination(
@@ -104,7 +126,7 @@ def train_in_imagination(
     source = ImaginationSource(bundle, num_envs, options, max_episode_steps=max_episode_steps)
     world = source.options
     model = ActorCritic(
-        agent_config(world.obs_type, source.obs_shape, source.num_actions, **(network or {}))
+        agent_config(world.obs_type, source.obs_shape, source.action_space, **(network or {}))
     ).to(world.device)
     meta = {
         "name": "imagination",
@@ -124,4 +146,4 @@ def train_in_imagination(
         source.close()
 
 
-__all__ = ["ImaginationSource", "agent_config", "train_in_imagination"]
+__all__ = ["ImaginationSource", "action_count", "agent_config", "train_in_imagination"]

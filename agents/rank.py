@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from agents.evaluate import AgentPolicy, RandomPolicy, summarize
-from agents.imagination import ImaginationSource
+from agents.imagination import ImaginationSource, agent_config
 from agents.trainer import load_checkpoint
 from worldsim.bundle import Bundle
 from worldsim.data.atomic import atomic_write_json
@@ -45,7 +45,7 @@ RANDOM = "random"
 def _load_policies(
     checkpoints: dict[str, str | os.PathLike], source: ImaginationSource, seed: int, greedy: bool
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    policies: dict[str, Any] = {RANDOM: RandomPolicy(source.num_actions, seed=seed)}
+    policies: dict[str, Any] = {RANDOM: RandomPolicy.for_space(source.action_space, seed=seed)}
     info: dict[str, dict[str, Any]] = {
         RANDOM: {"checkpoint": None, "name": RANDOM, "update": None, "trained_on": None}
     }
@@ -60,10 +60,13 @@ def _load_policies(
                 f"{path}: the agent sees {cfg.obs_type} {tuple(cfg.obs_shape)}, these imagined "
                 f"worlds give {env.obs_type} {tuple(source.obs_shape)}"
             )
-        if cfg.num_actions != source.num_actions:
+        want = agent_config(cfg.obs_type, cfg.obs_shape, source.action_space)
+        if (cfg.num_actions, cfg.action_dim) != (want.num_actions, want.action_dim):
+            have = f"{cfg.action_dim}-D continuous" if cfg.continuous else str(cfg.num_actions)
+            take = f"{want.action_dim}-D continuous" if want.continuous else str(want.num_actions)
             raise ValueError(
-                f"{path}: the agent has {cfg.num_actions} actions, these imagined worlds take "
-                f"{source.num_actions} ({env.action_type} actions)"
+                f"{path}: the agent has {have} actions, these imagined worlds take "
+                f"{take} ({env.action_type} actions)"
             )
         policies[label] = AgentPolicy(model, greedy=greedy, seed=seed)
         info[label] = {

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from agents.actor_critic import ActorCritic
-from agents.imagination import agent_config
+from agents.imagination import action_count, agent_config
 from agents.trainer import ActorCriticTrainer, TrainConfig
 from envs import BUILTIN_GAMES, make_env
-from worldsim.actions import ACTION_TYPES
+from worldsim.actions import ACTION_TYPES, box_from_unit
 from worldsim.bundle import Bundle, load_bundle
 from worldsim.data.clips import resize_frames
 from worldsim.simulator import Simulator
@@ -127,10 +127,12 @@ class RealGameSource:
             return env
 
         self.envs = gym.vector.SyncVectorEnv([make for _ in range(num_envs)])
-        space = self.envs.single_action_space
-        if not isinstance(space, gym.spaces.Discrete):
-            raise ValueError(f"{self.env_id}: agents need a discrete action space, got {space}")
-        self.num_real_actions = int(space.n)
+        self.real_action_space = space = self.envs.single_action_space
+        try:
+            self.num_real_actions = action_count(space)  # None: a Box (a Gaussian policy)
+        except ValueError as err:
+            raise ValueError(f"{self.env_id}: {err}") from None
+        self.action_space = space if self.codes is None else gym.spaces.Discrete(len(self.codes))
         self.num_actions = len(self.codes) if self.codes is not None else self.num_real_actions
         self.obs_shape = (
             (*self.sim.frame_size, 3) if obs_type == "pixels" else tuple(self.sim.latent_shape)
@@ -143,13 +145,18 @@ class RealGameSource:
         return self.convert(frames)
 
     def step(self, actions: torch.Tensor, *, real: bool = False):
-        acts = torch.as_tensor(actions).cpu().long()
+        """``actions``: ``[b]`` ints (latent codes, or real actions with ``real=True`` or
+        ``action_type="real"``), or ``[b, a]`` in the unit box for a game with a ``Box``."""
         real = real or self.action_type == "real"
-        n, kind = (self.num_real_actions, "real actions") if real else (self.num_actions, "latent codes")
-        if acts.numel() and (int(acts.min()) < 0 or int(acts.max()) >= n):
-            raise ValueError(f"{kind} must lie in [0, {n}), got {acts.tolist()}")
-        if not real:
-            acts = self.codes[acts]
+        if real and self.num_real_actions is None:
+            acts = box_from_unit(torch.as_tensor(actions).cpu(), self.real_action_space)
+        else:
+            acts = torch.as_tensor(actions).cpu().long()
+            n, kind = (self.num_real_actions, "real actions") if real else (self.num_actions, "latent codes")
+            if acts.numel() and (int(acts.min()) < 0 or int(acts.max()) >= n):
+                raise ValueError(f"{kind} must lie in [0, {n}), got {acts.tolist()}")
+            if not real:
+                acts = self.codes[acts]
         frames, reward, terminated, truncated, _ = self.envs.step(acts.numpy())
         self.last_frames = frames
         dev = self.sim.device
@@ -193,7 +200,7 @@ def train_in_real_game(
         device=device,
     )
     model = ActorCritic(
-        agent_config(obs_type, source.obs_shape, source.num_actions, **(network or {}))
+        agent_config(obs_type, source.obs_shape, source.action_space, **(network or {}))
     ).to(device)
     meta = {
         "name": "real game",

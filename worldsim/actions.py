@@ -80,6 +80,18 @@ def model_input(source: str, codes: Any, real: Any) -> ActionInput:
     return codes if source == "latent" else real if source == "real" else (codes, real)
 
 
+def box_from_unit(unit: torch.Tensor, space: spaces.Box) -> torch.Tensor:
+    """Actions in the unit box ``[-1, 1]^a`` (what a Gaussian policy or planner searches) ->
+    the same points of a bounded ``Box`` ``[..., a]`` (float32, on ``unit``'s device)."""
+    low = torch.as_tensor(np.asarray(space.low, np.float32).reshape(-1), device=unit.device)
+    high = torch.as_tensor(np.asarray(space.high, np.float32).reshape(-1), device=unit.device)
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        raise ValueError(f"box_from_unit needs a bounded Box, got {space}")
+    if unit.shape[-1] != low.numel():
+        raise ValueError(f"box_from_unit: actions [..., {low.numel()}] expected, got {tuple(unit.shape)}")
+    return low + (unit.float().clamp(-1, 1) + 1) * (high - low) / 2
+
+
 @dataclass(frozen=True)
 class ActionSetup:
     """What a world's dynamics takes and how a caller's actions reach it (module docstring).
