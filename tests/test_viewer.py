@@ -138,3 +138,31 @@ def test_play_command_runs_headless(bundle, tmp_path):
         [f"bundle={bundle}", "max_frames=3", "fps=1000", "scale=1", f"record_dir={tmp_path}"],
     )
     assert summary["frames"] == 3 and summary["steps"] == 3
+
+
+def test_a_box_game_is_played_with_the_pointer():
+    ctl = PlayController(box_dim=2)
+    assert ctl.action() == ("box", [0.0, 0.0])
+    ctl.point(0.75, 0.0)  # three quarters across, at the top
+    assert ctl.action() == ("box", [0.5, -1.0]) and ctl.action_label() == "+0.50 -1.00"
+    assert ctl.key_down("right") == "game" and ctl.key_down("down") == "game"
+    assert ctl.action()[1] == pytest.approx([0.6, -0.9])
+    for _ in range(10):
+        ctl.key_down("right")
+    assert ctl.action()[1][0] == 1.0  # the pointer stays in the box
+    assert PlayController(num_latent=4).action() == ("latent", 0)  # no box: unchanged
+
+
+def test_headless_loop_moves_a_box_world_with_the_mouse(tmp_path):
+    import pygame
+
+    box = {"type": "box", "shape": [2], "low": [0.0, 0.0], "high": [512.0, 512.0]}
+    path = untrained_bundle(tmp_path / "b", "tiny", action_source="real", action_space=box,
+                            heads=False)
+    sim = load_simulator(path, WorldOptions(seed=0, action_type="real"))
+    viewer = Viewer(sim, scale=2, fps=1000, record_dir=tmp_path)
+    assert viewer.ctl.box_dim == 2
+    pygame.init()  # the 32 x 32 world at scale 2: a 64 x 64 picture
+    pygame.event.post(pygame.event.Event(pygame.MOUSEMOTION, pos=(16, 48), rel=(0, 0), buttons=(0, 0, 0)))
+    summary = viewer.run(max_frames=2)
+    assert summary["steps"] == 2 and viewer.ctl.action() == ("box", [-0.5, 0.5])

@@ -10,6 +10,9 @@ arrows / WASD  the real game's directions, space its FIRE (mapped through the bi
 P              pause / resume;  N  one step while paused
 R              reset to a new start context;  B  rewind one step (needs ``history > 0``)
 V              start / stop recording to mp4 (``record_dir``)
+mouse          a game whose actions are a ``Box`` (PushT's target position): the pointer over
+               the picture is the action, its x and y across the box's first two dimensions;
+               arrows / WASD nudge it by a tenth of the box
 X              side-by-side mode (with ``episode=...``): the real episode's actions drive the
                model, the real frames on the left, the model's on the right, per-frame PSNR
 Esc / Q        quit
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldsim.actions import box_from_unit
 from worldsim.config import require, world_options
 from worldsim.data import EpisodeStore
 from worldsim.data.episode import Episode
@@ -60,6 +64,7 @@ COMMAND_KEYS = {
     "q": "quit",
 }
 TOKENS = ("UP", "DOWN", "LEFT", "RIGHT", "FIRE")
+NUDGES = {"LEFT": (0, -0.1), "RIGHT": (0, 0.1), "UP": (1, -0.1), "DOWN": (1, 0.1)}  # Box games
 
 
 def meaning_tokens(meaning: str) -> frozenset[str]:
@@ -76,11 +81,15 @@ class PlayController:
         num_latent: latent actions available (0 or None: none).
         meanings: the real game's action meanings, or None when real actions are unavailable.
         has_episode: whether a real episode is loaded for side-by-side mode.
+        box_dim: the width of the real actions when they are a ``Box`` (0: none); the action
+            is then the ``pointer`` in the unit box ``[-1, 1]^box_dim`` (centre at first).
     """
 
     num_latent: int | None = None
     meanings: list[str] | None = None
     has_episode: bool = False
+    box_dim: int = 0
+    pointer: list[float] = field(default_factory=list)
     paused: bool = False
     pending_steps: int = 0
     held: set[str] = field(default_factory=set)
@@ -97,12 +106,31 @@ class PlayController:
     message: str = ""
     replay_over: bool = False  # paused because the real episode of side-by-side mode ended
 
+    def __post_init__(self) -> None:
+        if self.box_dim and not self.pointer:
+            self.pointer = [0.0] * self.box_dim
+
+    def point(self, x: float, y: float) -> None:
+        """The mouse at ``(x, y)`` of the picture, each in [0, 1] (left/top 0): the pointer's
+        first two dimensions (a one-dimensional box takes x)."""
+        if not self.box_dim:
+            return
+        self.latent_code = None
+        for i, u in enumerate((x, y)[: self.box_dim]):
+            self.pointer[i] = float(np.clip(2.0 * u - 1.0, -1.0, 1.0))
+
     def key_down(self, name: str) -> str | None:
         """Handle a key press (pygame key name); returns the command it triggers, if any."""
         name = name.lower()
         if name in LATENT_KEYS and self.num_latent and LATENT_KEYS[name] < self.num_latent:
             self.latent_code = LATENT_KEYS[name]
             return "latent"
+        if name in GAME_KEYS and self.box_dim and GAME_KEYS[name] in NUDGES:
+            dim, step = NUDGES[GAME_KEYS[name]]
+            if dim < self.box_dim:
+                self.latent_code = None
+                self.pointer[dim] = float(np.clip(self.pointer[dim] + step, -1.0, 1.0))
+            return "game"
         if name in GAME_KEYS and self.meanings:
             self.held.add(GAME_KEYS[name])
             self.latent_code = None
@@ -143,8 +171,11 @@ class PlayController:
                 best, best_size = i, len(toks)
         return best
 
-    def action(self) -> tuple[str, int]:
-        """``("latent", code)`` or ``("real", index)``: what the next step takes."""
+    def action(self) -> tuple[str, int | list[float]]:
+        """``("latent", code)``, ``("real", index)`` or, for a ``Box`` game, ``("box", pointer)``
+        (the unit box): what the next step takes."""
+        if self.box_dim and self.latent_code is None:
+            return "box", list(self.pointer)
         if self.latent_code is not None or not self.meanings:
             return "latent", self.latent_code or 0
         real = self.real_action()
@@ -177,6 +208,8 @@ class PlayController:
 
     def action_label(self) -> str:
         kind, value = self.action()
+        if kind == "box":
+            return " ".join(f"{v:+.2f}" for v in value)
         if kind == "real":
             return f"{self.meanings[value]}"
         return f"latent {value}"
@@ -232,8 +265,16 @@ class Viewer:
             except ValueError:
                 meanings = None
         latent = sim.num_actions("latent") if sim.bundle.num_latent_actions else None
+        self.box = None
+        if space.get("type") == "box":
+            try:
+                self.box = sim.bundle.actions.gym_space("real", f"bundle {sim.bundle.path}")
+                box_from_unit(torch.zeros(1, int(np.prod(self.box.shape))), self.box)
+            except ValueError:  # unbounded: no pointer can reach it
+                self.box = None
         self.ctl = PlayController(
-            num_latent=latent, meanings=meanings, has_episode=episode is not None
+            num_latent=latent, meanings=meanings, has_episode=episode is not None,
+            box_dim=int(np.prod(self.box.shape)) if self.box is not None else 0,
         )
         self.frames: list[np.ndarray] = []
         self.saved: list[Path] = []
@@ -273,7 +314,11 @@ class Viewer:
             self._sxs_step += 1
         else:
             kind, value = self.ctl.action()
-            out = self.sim.step(torch.tensor([value]), action_type=kind, decode=True)
+            if kind == "box":
+                act, kind = box_from_unit(torch.tensor([value]), self.box), "real"
+            else:
+                act = torch.tensor([value])
+            out = self.sim.step(act, action_type=kind, decode=True)
         self.ctl.on_step(float(out.reward[0]), time.perf_counter() - start)
         if bool(out.terminated[0]):
             self.ctl.message = "episode ended (termination head); R resets"
@@ -336,6 +381,9 @@ class Viewer:
                         self.handle(self.ctl.key_down(pygame.key.name(event.key)))
                     elif event.type == pygame.KEYUP:
                         self.ctl.key_up(pygame.key.name(event.key))
+                    elif event.type == pygame.MOUSEMOTION:
+                        height, width = (self.scale * n for n in self.sim.frame_size)
+                        self.ctl.point(event.pos[0] / width, event.pos[1] / height)
                 if self.ctl.should_step():
                     self.advance()
                     steps += 1
