@@ -28,7 +28,8 @@ def _figures(metrics: dict, prefix: str = "") -> dict:
 
 def test_tiny_quickstart_end_to_end(tmp_path):
     out = tmp_path / "qs"
-    assert main(["quickstart", "experiment=tiny", f"out={out}"]) == 0
+    # diffusion forcing, as the reference was trained (teacher forcing: the other tiny runs)
+    assert main(["quickstart", "experiment=tiny", f"out={out}", "teacher_forcing=false"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     # The same figures as the implementation before the WorldOptions / ActionSetup redesign
     # (tests/data/tiny_quickstart_metrics.json: `worldsim quickstart experiment=tiny` at 160ebdf).
@@ -190,8 +191,11 @@ def test_agents_experiment_is_the_cpu_world_recipe(tmp_path):
     assert cfg.action_adapter.steps == 0
     stage = _stage_config(cfg, "dynamics", tmp_path / "dynamics", {"store": "s", "latents": "l"})
     assert stage.dynamics.name == "quickstart" and stage.trainer.accelerator == "cpu"
-    assert (stage.data.batch_size, stage.data.clip_len) == (16, 12)
+    assert (stage.data.batch_size, stage.data.clip_len) == (8, 12) and stage.teacher_forcing
     assert (stage.trainer.max_steps, stage.trainer.max_minutes, stage.trainer.lr) == (5000, 50, 2e-3)
+    from worldsim.dynamics import config_from_preset
+
+    assert config_from_preset(stage.dynamics.name).local_kernel == 3
 
 
 class _Latents:

@@ -195,14 +195,15 @@ def test_divergence_guard_leaves_a_healthy_run_alone(tiny_store, tmp_path):
 
 
 def test_bf16_mixed_trains_the_dynamics(tiny_store, tmp_path):
-    """trainer=gpu's precision, bf16-mixed, on the CPU: the dynamics stage (shortcut targets
-    included) trains to the end and exports its model."""
+    """trainer=gpu's precision, bf16-mixed, on the CPU: the dynamics stage (shortcut targets,
+    teacher forcing and local mixing included) trains to the end and exports its model."""
     ae = run(tiny_cfg(tiny_store, tmp_path / "ae"))
     assert ae["steps"] == 20
     lam_dir, dyn_dir, latents = tmp_path / "lam", tmp_path / "dyn", tmp_path / "ae" / "latents"
     run(tiny_cfg(tiny_store, lam_dir, "stage=lam", f"data.latents={latents}"))
     summary = run(tiny_cfg(tiny_store, dyn_dir, "stage=dynamics", f"data.latents={latents}",
-                           f"data.lam_model={lam_dir / 'model'}", "trainer.precision=bf16-mixed"))
+                           f"data.lam_model={lam_dir / 'model'}", "trainer.precision=bf16-mixed",
+                           "teacher_forcing=true", "+dynamics.local_kernel=3"))
     assert summary["steps"] == 20
     assert (dyn_dir / "model" / "dynamics.safetensors").is_file()
 

@@ -101,7 +101,7 @@ PRESETS: dict[str, DynamicsConfig] = {
     # Tests: a forward pass in milliseconds.
     "tiny": DynamicsConfig(patch_size=2, dim=32, depth=2, heads=2, num_actions=4, context_window=8),
     # Two CPU cores, minutes: 64x64 games encoded to 8 x 16 x 16 latents, 2x2 patches -> 64
-    # tokens per frame (speed and quality: docs/dynamics.md, Results).
+    # tokens per frame, local mixing (speed and quality: docs/dynamics.md, Results).
     "quickstart": DynamicsConfig(
         latent_channels=8,
         latent_height=16,
@@ -111,6 +111,7 @@ PRESETS: dict[str, DynamicsConfig] = {
         depth=4,
         heads=4,
         context_window=8,
+        local_kernel=3,
     ),
     # One GPU, minutes: 9.9 M parameters, the same latents and tokens as "quickstart"
     # (docs/dynamics.md, Results).
