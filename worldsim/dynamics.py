@@ -519,6 +519,9 @@ def _map_parts(fn, parts: list[slice], parallel: bool) -> list:
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
     def run(part: slice):
+        # Each worker sets its own intra-op threads to one: without it, once the pool had run,
+        # the caller's later small ops (a one-world Simulator step) ran several times slower.
+        torch.set_num_threads(1)
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return fn(part)
 
