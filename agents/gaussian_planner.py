@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.planners import PLANNERS, PlanResult
+from agents.planners import PlanResult, check_search
 from worldsim.actions import box_from_unit
 
 
@@ -97,19 +97,11 @@ class GaussianPlanner:
         keep_elites: float = 0.3,
         seed: int = 0,
     ) -> None:
-        if method not in PLANNERS:
-            raise ValueError(f"planner method must be one of {PLANNERS}, got {method!r}")
-        if min(horizon, population, iterations, elites) < 1 or elites > population:
+        check_search(method, horizon, population, iterations, elites, alpha, temperature)
+        if not (0 < min_std <= init_std and noise_beta >= 0 and 0 <= keep_elites <= 1):
             raise ValueError(
-                f"planner: need horizon, population, iterations >= 1 and 1 <= elites <= population; "
-                f"got {horizon}, {population}, {iterations}, {elites}"
-            )
-        if not (0 < alpha <= 1 and temperature > 0 and 0 < min_std <= init_std
-                and noise_beta >= 0 and 0 <= keep_elites <= 1):
-            raise ValueError(
-                "planner: need 0 < alpha <= 1, temperature > 0, 0 < min_std <= init_std, "
-                f"noise_beta >= 0, 0 <= keep_elites <= 1; got {alpha}, {temperature}, {min_std}, "
-                f"{init_std}, {noise_beta}, {keep_elites}"
+                "planner: need 0 < min_std <= init_std, noise_beta >= 0, 0 <= keep_elites <= 1; "
+                f"got {min_std}, {init_std}, {noise_beta}, {keep_elites}"
             )
         space = getattr(model, "action_space", None)
         if not isinstance(space, spaces.Box):

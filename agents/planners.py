@@ -138,6 +138,22 @@ class GoalObjective:
         return -mse.min(1).values
 
 
+def check_search(
+    method: str, horizon: int, population: int, iterations: int, elites: int, alpha: float,
+    temperature: float,
+) -> None:
+    """The arguments every sequence planner shares (discrete and Gaussian), or ``ValueError``."""
+    if method not in PLANNERS:
+        raise ValueError(f"planner method must be one of {PLANNERS}, got {method!r}")
+    if min(horizon, population, iterations, elites) < 1 or elites > population:
+        raise ValueError(
+            f"planner: need horizon, population, iterations >= 1 and 1 <= elites <= population; "
+            f"got {horizon}, {population}, {iterations}, {elites}"
+        )
+    if not (0 < alpha <= 1 and temperature > 0):
+        raise ValueError(f"planner: need 0 < alpha <= 1 and temperature > 0; got {alpha}, {temperature}")
+
+
 @dataclass
 class PlanResult:
     actions: torch.Tensor  # [t] int64: the sequence to execute
@@ -164,18 +180,9 @@ class SequencePlanner:
         warm_start_mix: float = 0.3,
         seed: int = 0,
     ) -> None:
-        if method not in PLANNERS:
-            raise ValueError(f"planner method must be one of {PLANNERS}, got {method!r}")
-        if min(horizon, population, iterations, elites) < 1 or elites > population:
-            raise ValueError(
-                f"planner: need horizon, population, iterations >= 1 and 1 <= elites <= population; "
-                f"got {horizon}, {population}, {iterations}, {elites}"
-            )
-        if not (0 < alpha <= 1 and temperature > 0 and 0 <= warm_start_mix <= 1):
-            raise ValueError(
-                f"planner: need 0 < alpha <= 1, temperature > 0, 0 <= warm_start_mix <= 1; got "
-                f"{alpha}, {temperature}, {warm_start_mix}"
-            )
+        check_search(method, horizon, population, iterations, elites, alpha, temperature)
+        if not 0 <= warm_start_mix <= 1:
+            raise ValueError(f"planner: need 0 <= warm_start_mix <= 1; got {warm_start_mix}")
         self.model, self.objective, self.method = model, objective, method
         self.horizon, self.population, self.iterations, self.elites = (
             horizon,
@@ -300,6 +307,7 @@ class PlanningAgent:
 
 __all__ = [
     "PLANNERS",
+    "check_search",
     "GoalObjective",
     "PlanResult",
     "PlanningAgent",

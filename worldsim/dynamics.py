@@ -188,6 +188,11 @@ class DiTBlock(nn.Module):
         return x
 
 
+def _previous(z: torch.Tensor) -> torch.Tensor:
+    """``z [b, t, ...]`` shifted one frame later in time, zeros before frame 0."""
+    return torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], dim=1)
+
+
 def _on_grid(conv: nn.Module, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """A 2-D ``conv`` over each frame's token grid: ``[b, t, n, d] -> [b, t, n, d']``."""
     b, t = x.shape[:2]
@@ -324,8 +329,7 @@ class DynamicsModel(nn.Module):
         and short CPU runs learn to copy and shift instead of predicting a blur."""
         if not self.cfg.frame_concat:
             return z
-        previous = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], dim=1)
-        return torch.cat([z, previous], dim=2)
+        return torch.cat([z, _previous(z)], dim=2)
 
     def _run(self, z: torch.Tensor, c: torch.Tensor, window, cache, mode, readout: bool = False):
         if self.stem is not None:
@@ -392,8 +396,7 @@ class DynamicsModel(nn.Module):
         c = self._time_cond(noise_level, step_size) + act.repeat(1, 2, 1)
         z = z_noisy
         if self.cfg.frame_concat:  # both halves' predecessors are the clean frames
-            previous = self._with_previous(z[:, :frames])[:, :, self.cfg.latent_channels :]
-            z = torch.cat([z, previous.repeat(1, 2, 1, 1, 1)], dim=2)
+            z = torch.cat([z, _previous(z[:, :frames]).repeat(1, 2, 1, 1, 1)], dim=2)
         return self._run(z, c, window, None, "teacher", readout)
 
     # --- cached generation --------------------------------------------------------------------

@@ -266,12 +266,9 @@ class Viewer:
                 meanings = None
         latent = sim.num_actions("latent") if sim.bundle.num_latent_actions else None
         self.box = None
-        if space.get("type") == "box":
-            try:
-                self.box = sim.bundle.actions.gym_space("real", f"bundle {sim.bundle.path}")
-                box_from_unit(torch.zeros(1, int(np.prod(self.box.shape))), self.box)
-            except ValueError:  # unbounded: no pointer can reach it
-                self.box = None
+        if space.get("type") == "box":  # a pointer reaches a bounded box only
+            box = sim.bundle.actions.gym_space("real", f"bundle {sim.bundle.path}")
+            self.box = box if box.is_bounded() else None
         self.ctl = PlayController(
             num_latent=latent, meanings=meanings, has_episode=episode is not None,
             box_dim=int(np.prod(self.box.shape)) if self.box is not None else 0,
